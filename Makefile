@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench soak fixtures clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run every stage on the bundled synthetic cohort (SQLite, no server).
+demo: $(STAMP)
+	$(BIN)/cohort run --source fixtures/cohort --db sqlite:///cohort.db --out report
+
+## The test suite (the command CI runs).
+test: $(STAMP)
+	$(BIN)/ruff check connector tests
+	$(BIN)/pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check connector tests
+
+## Regenerate the committed default cohort (deterministic from the seed).
+fixtures: $(STAMP)
+	rm -rf fixtures/cohort
+	$(BIN)/cohort synth --patients 79 --sites 2 --seed 2023 --out fixtures/cohort
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) cohort.db report .pytest_cache

@@ -1,0 +1,51 @@
+"""Database connections: SQLite by default, PostgreSQL for multi-center cohorts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, create_engine
+
+from connector.db import models  # noqa: F401  (registers the tables)
+
+
+def get_engine(db_url: str) -> Engine:
+    """An engine for a URL such as ``sqlite:///cohort.db`` or ``postgresql://…``.
+
+    ``postgresql://`` URLs are routed to psycopg 3, the driver we install.
+    SQLite gets WAL and foreign keys so that readers never see a half-written load.
+    """
+    if db_url.startswith("postgresql://") or db_url.startswith("postgres://"):
+        db_url = "postgresql+psycopg://" + db_url.split("://", 1)[1]
+    engine = create_engine(db_url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def init_db(engine: Engine) -> None:
+    """Create any missing tables (idempotent)."""
+    SQLModel.metadata.create_all(engine)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: committed if the block succeeds, rolled back otherwise."""
+    with Session(engine) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -1,0 +1,241 @@
+"""Table definitions for the three layers of the cohort database.
+
+Raw layer (written by ``connector.extract``): the FHIR resources as fetched,
+with provenance, one row per (site, type, id) holding the newest version.
+
+Normalized layer (written by ``connector.mapping``): one row per clinical event
+in study terms (an exposure to an ingredient, a procedure, a lab value in its
+canonical unit). Each row keeps its provenance and a natural uniqueness key, so
+a load can be repeated without creating duplicates.
+
+Derived layer (written by ``connector.cohort``): the study's units of analysis,
+one row per patient and one per line of therapy after CAR-T progression.
+
+Dates are ``datetime.date`` (day precision is what the study needs); instants
+from servers are kept as the text the server sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+# --------------------------------------------------------------------------- raw
+
+
+class RawResource(SQLModel, table=True):
+    """A FHIR resource as received, newest version only."""
+
+    __tablename__ = "raw_resource"
+    __table_args__ = (UniqueConstraint("site", "resource_type", "resource_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    resource_type: str = Field(index=True)
+    resource_id: str
+    version_id: str | None = None
+    last_updated: str | None = None
+    fetched_at: dt.datetime = Field(default_factory=_utcnow)
+    content_hash: str
+    source: str = ""
+    deleted: bool = False
+    body: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Quarantine(SQLModel, table=True):
+    """Input that could not be used, kept whole with the reason, never dropped."""
+
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("site", "stage", "content_hash", "reason"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    stage: str  # extract | map | derive
+    resource_type: str | None = None
+    resource_id: str | None = None
+    reason: str
+    source: str = ""
+    content_hash: str
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: dt.datetime = Field(default_factory=_utcnow)
+
+
+class ExtractRun(SQLModel, table=True):
+    """One extraction run: when, from where, what it fetched, what went wrong."""
+
+    __tablename__ = "extract_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    source: str  # folder path or base URL; never credentials
+    mode: str = "folder"  # folder | rest | bulk
+    started_at: dt.datetime = Field(default_factory=_utcnow)
+    finished_at: dt.datetime | None = None
+    status: str = "running"  # running | ok | failed
+    counts_json: str = "{}"  # {"Patient": {"read": n, "new": n, "updated": n, ...}, ...}
+    retries: int = 0
+    errors: int = 0
+    message: str = ""
+
+
+class SyncState(SQLModel, table=True):
+    """Incremental-extraction watermark per site, resource type and mode."""
+
+    __tablename__ = "sync_state"
+    __table_args__ = (UniqueConstraint("site", "resource_type", "mode"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str
+    resource_type: str
+    mode: str = "rest"
+    watermark: str  # the server's own instant, as text
+    updated_at: dt.datetime = Field(default_factory=_utcnow)
+
+
+# -------------------------------------------------------------------- normalized
+
+
+class Site(SQLModel, table=True):
+    __tablename__ = "site"
+
+    name: str = Field(primary_key=True)
+    loaded_at: dt.datetime = Field(default_factory=_utcnow)
+
+
+class Patient(SQLModel, table=True):
+    __tablename__ = "patient"
+    __table_args__ = (UniqueConstraint("site", "source_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    source_id: str  # FHIR Patient id at the site; stays at the site
+    patient_key: str = Field(index=True)  # pseudonymous, see connector.keys
+    birth_year: int | None = None
+    sex: str | None = None  # FHIR administrative gender
+    death_date: dt.date | None = None
+    deceased: bool = False
+    version_id: str | None = None
+
+
+class MedicationExposure(SQLModel, table=True):
+    """One administration (or dispensed course) of one ingredient."""
+
+    __tablename__ = "medication_exposure"
+    __table_args__ = (
+        UniqueConstraint("site", "patient_source_id", "ingredient", "start_date"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    patient_source_id: str = Field(index=True)
+    source_type: str  # MedicationAdministration | MedicationStatement | ...
+    source_id: str
+    version_id: str | None = None
+    ingredient: str  # lower-case generic name, e.g. "teclistamab"
+    drug_class: str  # see mappings/drug_classes.csv, e.g. "bcma_bispecific"
+    start_date: dt.date
+    end_date: dt.date | None = None
+    status: str | None = None
+    code_system: str | None = None
+    code: str | None = None
+    display: str | None = None
+
+
+class ProcedureEvent(SQLModel, table=True):
+    """A procedure in study terms: CAR-T infusion, apheresis, transplant, radiation."""
+
+    __tablename__ = "procedure_event"
+    __table_args__ = (
+        UniqueConstraint("site", "patient_source_id", "category", "performed_date", "product"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    patient_source_id: str = Field(index=True)
+    source_type: str = "Procedure"
+    source_id: str
+    version_id: str | None = None
+    category: str  # car_t_administration | apheresis | auto_transplant | allo_transplant | ...
+    product: str = ""  # ingredient when the code names it (e.g. "idecabtagene vicleucel"), else ""
+    performed_date: dt.date
+    end_date: dt.date | None = None
+    status: str | None = None
+    code_system: str | None = None
+    code: str | None = None
+    display: str | None = None
+
+
+class LabResult(SQLModel, table=True):
+    """A lab value in its analyte's canonical unit, with the value as sent."""
+
+    __tablename__ = "lab_result"
+    __table_args__ = (
+        UniqueConstraint("site", "patient_source_id", "analyte", "effective_date"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    patient_source_id: str = Field(index=True)
+    source_id: str
+    version_id: str | None = None
+    analyte: str  # see mappings/labs.csv, e.g. "serum_m_protein"
+    effective_date: dt.date
+    value: float | None = None  # canonical unit
+    unit: str | None = None  # canonical unit
+    value_code: str | None = None  # coded results: IFE "negative"/"positive", disease status
+    original_value: str | None = None
+    original_unit: str | None = None
+
+
+# ----------------------------------------------------------------------- derived
+
+
+class CohortPatient(SQLModel, table=True):
+    """Every patient seen, with why they are in or out of the study cohort."""
+
+    __tablename__ = "cohort_patient"
+    __table_args__ = (UniqueConstraint("site", "source_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    source_id: str
+    patient_key: str
+    in_cohort: bool
+    exclusion_reason: str | None = None  # no_car_t | non_bcma_car_t | no_progression | ...
+    index_product: str | None = None
+    index_date: dt.date | None = None
+    progression_date: dt.date | None = None
+    progression_basis: str | None = None  # imwg_labs | disease_status | new_line_fallback
+    death_date: dt.date | None = None
+    last_contact_date: dt.date | None = None
+    birth_year: int | None = None
+    sex: str | None = None
+
+
+class TherapyLine(SQLModel, table=True):
+    """One line of therapy after progression on BCMA CAR-T."""
+
+    __tablename__ = "therapy_line"
+    __table_args__ = (UniqueConstraint("site", "source_id", "line"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    source_id: str
+    patient_key: str
+    line: int
+    start_date: dt.date
+    end_date: dt.date | None = None
+    drugs: str  # ";"-separated lower-case ingredients, sorted
+    therapy_class: str  # tce | non_tce
+    subclass: str
+    best_response: str  # sCR CR VGPR PR MR SD PD NE
+    response_note: str = ""  # e.g. "CR not determinable: no immunofixation"
+    pfs_event_date: dt.date | None = None
+    pfs_censor_date: dt.date | None = None

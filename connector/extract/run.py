@@ -1,0 +1,113 @@
+"""Run one extraction: pick the source kind, load into the raw store, record the run."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from sqlalchemy import insert, update
+from sqlalchemy.engine import Engine
+
+from connector.db.models import ExtractRun
+from connector.extract.folder import find_files, load_file, site_of
+from connector.extract.store import RawStore, StoreCounts
+from connector.progress import Progress
+
+
+@dataclass
+class ExtractSummary:
+    """What an extraction did, for the CLI and the run record."""
+
+    sites: list[str] = field(default_factory=list)
+    read: int = 0
+    counts: StoreCounts = field(default_factory=StoreCounts)
+
+    @property
+    def quarantined(self) -> int:
+        return self.counts.quarantined
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def source_kind(source: str) -> str:
+    """``url``, ``config`` or ``folder``, from the form of ``--source``."""
+    if source.startswith(("http://", "https://")):
+        return "url"
+    if source.endswith(".toml"):
+        return "config"
+    return "folder"
+
+
+def run_extract(engine: Engine, source: str, *, site: str | None = None,
+                progress: Progress | None = None, **options: object) -> ExtractSummary:
+    """Extract from ``source`` into the raw store of ``engine``."""
+    kind = source_kind(source)
+    if kind == "folder":
+        return extract_folder(engine, Path(source), site=site, progress=progress)
+    from connector.extract import remote  # the FHIR client stack, imported only when needed
+
+    return remote.extract_remote(engine, source, site=site, progress=progress, **options)
+
+
+def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
+                   progress: Progress | None = None) -> ExtractSummary:
+    """Load every file under ``root``; one transaction per file, so a rerun resumes."""
+    if not root.exists():
+        raise FileNotFoundError(f"source folder not found: {root}")
+    files = find_files(root)
+    if not files:
+        raise FileNotFoundError(f"no NDJSON or JSON files under {root}")
+    summary = ExtractSummary()
+    progress = progress or Progress.silent()
+    by_site: dict[str, list[Path]] = {}
+    for path in files:
+        by_site.setdefault(site_of(path, root, site), []).append(path)
+    summary.sites = sorted(by_site)
+    total_bytes = sum(p.stat().st_size for p in files)
+    with progress.task("extract", total=total_bytes, unit="B") as advance:
+        for site_name, paths in by_site.items():
+            run_id = _start_run(engine, site_name, str(root))
+            counts = StoreCounts()
+            try:
+                for path in paths:
+                    with engine.begin() as conn:
+                        store = RawStore(conn)
+                        store.counts = counts
+                        summary.read += load_file(store, path, site=site_name,
+                                                  source=str(path.relative_to(root)
+                                                             if root.is_dir() else path.name))
+                        store.flush()
+                    advance(path.stat().st_size)
+            except BaseException as exc:
+                _finish_run(engine, run_id, counts, status="failed", message=type(exc).__name__)
+                raise
+            _finish_run(engine, run_id, counts, status="ok")
+            _merge_counts(summary.counts, counts)
+    return summary
+
+
+def _merge_counts(into: StoreCounts, other: StoreCounts) -> None:
+    for name in ("new", "updated", "unchanged", "older", "skipped", "deleted"):
+        getattr(into, name).update(getattr(other, name))
+    into.quarantined += other.quarantined
+
+
+def _start_run(engine: Engine, site: str, source: str, mode: str = "folder") -> int:
+    with engine.begin() as conn:
+        result = conn.execute(insert(ExtractRun).values(
+            site=site, source=source, mode=mode, started_at=_utcnow(), status="running",
+            counts_json="{}", retries=0, errors=0, message=""))
+        return int(result.inserted_primary_key[0])
+
+
+def _finish_run(engine: Engine, run_id: int, counts: StoreCounts, *, status: str,
+                message: str = "", retries: int = 0, errors: int = 0) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(ExtractRun).where(ExtractRun.id == run_id).values(
+            finished_at=_utcnow(), status=status,
+            counts_json=orjson.dumps(counts.as_dict()).decode(),
+            retries=retries, errors=errors + counts.quarantined, message=message))

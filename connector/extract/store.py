@@ -1,0 +1,270 @@
+"""The raw store: FHIR resources with provenance, newest version wins.
+
+Writes go in batches inside the caller's transaction. A resource that arrives
+again with the same content changes nothing; one with a newer ``versionId`` (or a
+later ``meta.lastUpdated``) replaces the stored copy; an older one is ignored.
+Input that is not a usable resource goes to quarantine with its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.engine import Connection
+
+from connector.db.models import Quarantine, RawResource
+
+#: The resource types the study reads; other types are counted and skipped.
+WANTED_TYPES = frozenset(
+    {"Patient", "MedicationAdministration", "Medication", "Procedure", "Observation"}
+)
+
+BATCH_SIZE = 2000
+
+
+def content_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _version_key(version_id: str | None, last_updated: str | None) -> tuple[int, Any]:
+    """Orderable key: numeric versionId first, else lastUpdated, else unknown."""
+    if version_id is not None and version_id.isdigit():
+        return (2, int(version_id))
+    if last_updated:
+        try:
+            return (1, dt.datetime.fromisoformat(last_updated.replace("Z", "+00:00")))
+        except ValueError:
+            return (1, last_updated)
+    return (0, 0)
+
+
+def is_newer(new: tuple[str | None, str | None], old: tuple[str | None, str | None]) -> bool:
+    """Whether (versionId, lastUpdated) ``new`` supersedes ``old``.
+
+    When the two cannot be ordered (no version information), the later arrival
+    wins, which is what a re-sent file means.
+    """
+    kn, ko = _version_key(*new), _version_key(*old)
+    if kn[0] != ko[0] or kn[0] == 0:
+        if new[1] and old[1]:
+            kn, ko = _version_key(None, new[1]), _version_key(None, old[1])
+            if kn != ko:
+                return _cmp(kn, ko)
+        return True
+    return _cmp(kn, ko)
+
+
+def _cmp(a: tuple[int, Any], b: tuple[int, Any]) -> bool:
+    try:
+        return a > b
+    except TypeError:
+        return str(a) > str(b)
+
+
+@dataclass
+class StoreCounts:
+    """What one load did, per resource type."""
+
+    new: Counter = field(default_factory=Counter)
+    updated: Counter = field(default_factory=Counter)
+    unchanged: Counter = field(default_factory=Counter)
+    older: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    deleted: Counter = field(default_factory=Counter)
+    quarantined: int = 0
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for name in ("new", "updated", "unchanged", "older", "skipped", "deleted"):
+            for rtype, n in getattr(self, name).items():
+                out.setdefault(rtype, {})[name] = n
+        return out
+
+    @property
+    def stored(self) -> int:
+        return sum(self.new.values()) + sum(self.updated.values())
+
+
+@dataclass
+class _Pending:
+    site: str
+    rtype: str
+    rid: str
+    version_id: str | None
+    last_updated: str | None
+    digest: str
+    body: str
+    source: str
+    deleted: bool = False
+
+
+class RawStore:
+    """Batching writer for ``raw_resource`` and ``quarantine`` on one connection."""
+
+    def __init__(self, conn: Connection, *, batch_size: int = BATCH_SIZE) -> None:
+        self.conn = conn
+        self.batch_size = batch_size
+        self.counts = StoreCounts()
+        self._pending: dict[tuple[str, str, str], _Pending] = {}
+        self._fetched_at = _utcnow()
+
+    # -- input ------------------------------------------------------------
+
+    def add_raw(self, raw: bytes, *, site: str, source: str) -> None:
+        """Parse one JSON text (an NDJSON line) and add it, or quarantine it."""
+        try:
+            resource = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self.quarantine(raw, site=site, source=source, reason=f"invalid JSON: {exc}")
+            return
+        self.add(resource, site=site, source=source, raw=raw)
+
+    def add(
+        self,
+        resource: Any,
+        *,
+        site: str,
+        source: str,
+        raw: bytes | None = None,
+        deleted: bool = False,
+    ) -> None:
+        """Add one parsed resource; ``raw`` is its original text when known."""
+        if not isinstance(resource, dict):
+            self.quarantine(raw or orjson.dumps(resource), site=site, source=source,
+                            reason="not a JSON object")
+            return
+        rtype = resource.get("resourceType")
+        rid = resource.get("id")
+        if not isinstance(rtype, str) or not rtype:
+            self.quarantine(raw or orjson.dumps(resource), site=site, source=source,
+                            reason="missing resourceType")
+            return
+        if rtype not in WANTED_TYPES:
+            self.counts.skipped[rtype] += 1
+            return
+        if not isinstance(rid, str) or not rid or len(rid) > 64:
+            self.quarantine(raw or orjson.dumps(resource), site=site, source=source,
+                            reason="missing or invalid id", resource_type=rtype)
+            return
+        meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
+        version_id = meta.get("versionId")
+        last_updated = meta.get("lastUpdated")
+        body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+        item = _Pending(
+            site=site,
+            rtype=rtype,
+            rid=rid,
+            version_id=str(version_id) if version_id is not None else None,
+            last_updated=str(last_updated) if last_updated is not None else None,
+            digest=content_hash(body),
+            body=body.decode(),
+            source=source,
+            deleted=deleted,
+        )
+        key = (site, rtype, rid)
+        earlier = self._pending.get(key)
+        if earlier is not None:
+            # The same id twice in one batch: keep the newer, count the other.
+            if earlier.digest == item.digest:
+                self.counts.unchanged[rtype] += 1
+                return
+            if not is_newer((item.version_id, item.last_updated),
+                            (earlier.version_id, earlier.last_updated)):
+                self.counts.older[rtype] += 1
+                return
+            self.counts.older[rtype] += 1
+        self._pending[key] = item
+        if len(self._pending) >= self.batch_size:
+            self.flush()
+
+    def mark_deleted(self, *, site: str, resource_type: str, resource_id: str,
+                     source: str) -> None:
+        """Record a deletion reported by the server (the row stays, flagged)."""
+        result = self.conn.execute(
+            update(RawResource)
+            .where(RawResource.site == site, RawResource.resource_type == resource_type,
+                   RawResource.resource_id == resource_id, RawResource.deleted.is_(False))
+            .values(deleted=True, fetched_at=self._fetched_at, source=source)
+        )
+        if result.rowcount:
+            self.counts.deleted[resource_type] += result.rowcount
+
+    def quarantine(self, raw: bytes | str, *, site: str, source: str, reason: str,
+                   resource_type: str | None = None, resource_id: str | None = None,
+                   stage: str = "extract") -> None:
+        """Keep unusable input whole, with its reason; repeated loads add nothing."""
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        digest = content_hash(text.encode())
+        exists = self.conn.execute(
+            select(Quarantine.id).where(
+                Quarantine.site == site, Quarantine.stage == stage,
+                Quarantine.content_hash == digest, Quarantine.reason == reason)
+        ).first()
+        self.counts.quarantined += 1
+        if exists:
+            return
+        self.conn.execute(insert(Quarantine).values(
+            site=site, stage=stage, resource_type=resource_type, resource_id=resource_id,
+            reason=reason[:500], source=source, content_hash=digest, raw=text,
+            created_at=self._fetched_at))
+
+    # -- output -----------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write the pending batch: insert new ids, update newer versions."""
+        if not self._pending:
+            return
+        items = list(self._pending.values())
+        self._pending.clear()
+        keys = [(i.site, i.rtype, i.rid) for i in items]
+        existing: dict[tuple[str, str, str], tuple[str | None, str | None, str, bool]] = {}
+        for chunk_start in range(0, len(keys), 500):
+            chunk = keys[chunk_start:chunk_start + 500]
+            rows = self.conn.execute(
+                select(RawResource.site, RawResource.resource_type, RawResource.resource_id,
+                       RawResource.version_id, RawResource.last_updated,
+                       RawResource.content_hash, RawResource.deleted)
+                .where(tuple_(RawResource.site, RawResource.resource_type,
+                              RawResource.resource_id).in_(chunk))
+            )
+            for row in rows:
+                existing[(row[0], row[1], row[2])] = (row[3], row[4], row[5], row[6])
+        inserts, updates = [], []
+        for item in items:
+            values = {
+                "site": item.site, "resource_type": item.rtype, "resource_id": item.rid,
+                "version_id": item.version_id, "last_updated": item.last_updated,
+                "fetched_at": self._fetched_at, "content_hash": item.digest,
+                "source": item.source, "deleted": item.deleted, "body": item.body,
+            }
+            old = existing.get((item.site, item.rtype, item.rid))
+            if old is None:
+                inserts.append(values)
+                self.counts.new[item.rtype] += 1
+            elif old[2] == item.digest and old[3] == item.deleted:
+                self.counts.unchanged[item.rtype] += 1
+            elif is_newer((item.version_id, item.last_updated), (old[0], old[1])):
+                updates.append(values)
+                self.counts.updated[item.rtype] += 1
+            else:
+                self.counts.older[item.rtype] += 1
+        if inserts:
+            self.conn.execute(insert(RawResource), inserts)
+        for values in updates:
+            self.conn.execute(
+                update(RawResource)
+                .where(RawResource.site == values["site"],
+                       RawResource.resource_type == values["resource_type"],
+                       RawResource.resource_id == values["resource_id"])
+                .values(**values)
+            )
