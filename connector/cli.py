@@ -66,7 +66,7 @@ def _fail(message: str, code: int = EXIT_FAILED) -> None:
 def synth(
     patients: int = typer.Option(79, "--patients", "-n", help="Patients in the study cohort."),
     sites: int = typer.Option(2, "--sites", help="Number of sites."),
-    seed: int = typer.Option(2023, "--seed", help="Random seed; the same seed gives the same files."),
+    seed: int = typer.Option(2023, "--seed", help="Random seed (same seed, same files)."),
     out: Path = typer.Option(Path("synthetic"), "--out", "-o", help="Output folder."),
     noise: bool = typer.Option(True, "--noise/--no-noise",
                                help="Add the noise of a real extract (duplicates, "

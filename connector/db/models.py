@@ -24,7 +24,7 @@ from sqlmodel import Field, SQLModel
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC)
 
 
 # --------------------------------------------------------------------------- raw

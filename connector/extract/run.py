@@ -30,7 +30,7 @@ class ExtractSummary:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC)
 
 
 def source_kind(source: str) -> str:

@@ -33,7 +33,7 @@ def content_hash(raw: bytes) -> str:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC)
 
 
 def _version_key(version_id: str | None, last_updated: str | None) -> tuple[int, Any]:
