@@ -1,0 +1,244 @@
+"""What the report says: its sections, built from one Analysis.
+
+Every number printed comes from results.json (``analysis.results``), so the
+report and the machine-readable output cannot disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from connector.analysis.results import Analysis
+from connector.report import formatting as fmt
+from connector.report.document import Image, Section, Table
+from connector.report.published import SOURCE, comparison_rows
+
+TITLE = "Outcomes of salvage therapy after progression on BCMA CAR-T"
+CLASS_NAMES = {"overall": "all", "tce": "TCE", "non_tce": "non-TCE"}
+
+
+def _summary(r: dict[str, Any]) -> Section:
+    excluded = sum(r["excluded"].values())
+    text = (f"{r['n_patients']} patients from {r['n_sites']} site(s) progressed after a BCMA "
+            f"CAR-T infusion and form the cohort; they received {r['n_lines']} lines of "
+            f"therapy after that progression. {excluded} further patient(s) were seen but "
+            "excluded (see 'Excluded patients'). TCE (T-cell engaging therapy) means a "
+            "bispecific antibody or a subsequent CAR-T of any target. Rates are shown with "
+            "exact 95% CIs and x/n; medians in months (30.4375 days) with 95% CIs; 'NE' marks a "
+            "confidence bound that cannot be estimated and 'not reached' a median the "
+            "Kaplan–Meier curve has not fallen to.")
+    return Section("Summary", [text])
+
+
+def _main_results(r: dict[str, Any]) -> Section:
+    first = r["first_line_detail"]
+    rows = []
+    for group in ("overall", "tce", "non_tce"):
+        rows.append([f"First-line ORR (≥PR), {CLASS_NAMES[group]}", fmt.pct(first["orr"][group])])
+    for group in ("overall", "tce", "non_tce"):
+        rows.append([f"First-line ≥VGPR, {CLASS_NAMES[group]}",
+                     fmt.pct(first["vgpr_or_better"][group])])
+    for group in ("overall", "tce", "non_tce"):
+        rows.append([f"First-line median PFS, {CLASS_NAMES[group]}",
+                     fmt.median(first["pfs_median_months"][group])])
+    rows.append(["Median OS from progression", fmt.median(r["os"]["median_months"])])
+    for group, name in (("tce", "ever TCE"), ("non_tce", "never TCE")):
+        rows.append([f"Median OS, {name} (naive grouping)",
+                     fmt.median(r["os"]["median_months_by_ever_tce"][group])])
+    return Section("Main results", [
+        "The estimates of results.json's contract keys. ORR and ≥VGPR count evaluable lines "
+        "(best response other than NE); see 'Methods and definitions'.",
+        Table(["measure", "estimate"], rows)])
+
+
+def _comparison(r: dict[str, Any]) -> Section:
+    return Section("Comparison with the published study", [
+        "This cohort's figures beside those published by Van Oekelen et al. (79 patients, "
+        "2 centers). A synthetic cohort is calibrated to resemble them; a real cohort may "
+        "differ for many reasons (era, products, access to bispecifics). A comparable "
+        "cohort (Reyes et al., Blood Advances 2024, 68 patients) reported a median OS of "
+        "about 18 months from relapse and a 41% first-salvage response rate.",
+        Table(["measure", "published", "this cohort"], comparison_rows(r),
+              caption=f"Published values: {SOURCE}.")])
+
+
+def _cohort(r: dict[str, Any]) -> Section:
+    c, n = r["cohort"], r["n_patients"]
+    rows = [
+        ["Patients", str(n)],
+        ["Age at CAR-T, years (from birth year)", fmt.spread(c["age_at_car_t_years"], 0)],
+        ["Sex", fmt.tally(c["sex"], n)],
+        ["CAR-T product (index)", fmt.tally(c["index_product"], n)],
+        ["Site", fmt.tally(c["site"], n)],
+        ["Basis of the progression date", fmt.tally(c["progression_basis"], n)],
+        ["Months from CAR-T to progression", fmt.spread(c["car_t_to_progression_months"])],
+        ["Lines after progression per patient", fmt.spread(c["lines_per_patient"])],
+        ["Patients with ≥1 line", str(c["patients_with_a_line"])],
+        ["Ever received a TCE line", fmt.pct(c["ever_tce"])],
+        ["Median follow-up from progression (reverse KM)",
+         fmt.median(r["os"]["follow_up_median_months"]["overall"])],
+    ]
+    return Section("Cohort", [Table(["characteristic", "value"], rows)])
+
+
+def _first_line(r: dict[str, Any], images: dict[str, Path]) -> Section:
+    d = r["first_line_detail"]
+    rows = []
+    for g in ("overall", "tce", "non_tce"):
+        rows.append([CLASS_NAMES[g], str(d["orr_all_treated"][g]["n"]),
+                     str(d["n_not_evaluable"][g]), fmt.pct(d["orr"][g]),
+                     fmt.pct(d["vgpr_or_better"][g]), fmt.pct(d["cr_or_better"][g]),
+                     fmt.median(d["pfs_median_months"][g])])
+    fisher = d["orr_fisher_tce_vs_non_tce"]
+    odds = fisher["odds_ratio"]
+    odds_text = ("" if odds["estimate"] is None else
+                 f", odds ratio {odds['estimate']:.2f} (95% CI {fmt._num(odds['ci_low'], 2)}–"
+                 f"{fmt._num(odds['ci_high'], 2)})")
+    tests = (f"TCE vs non-TCE: ORR by Fisher's exact test {fmt.p_value(fisher['p'])}{odds_text}; "
+             f"PFS by log-rank {fmt.p_value(d['pfs_logrank_tce_vs_non_tce']['p'])}; Cox "
+             f"model {fmt.hazard_ratio(d['pfs_cox_tce_vs_non_tce'])}. ORR counting every first "
+             f"line (NE as no response): {fmt.pct(d['orr_all_treated']['overall'])}. ≥CR "
+             f"could not be determined for {d['n_cr_not_determinable']} VGPR line(s) (no "
+             f"immunofixation or marrow); they are left out of the ≥CR denominator. "
+             f"{d['n_pfs_not_usable']} first line(s) had no PFS event or censoring date.")
+    return Section("First salvage line", [
+        Table(["class", "lines", "not evaluable (NE)", "ORR (≥PR)", "≥VGPR", "≥CR",
+               "median PFS"], rows),
+        tests,
+        Image(images["first_line_pfs"].name,
+              "Kaplan–Meier PFS of the first salvage line by class, 95% bands, "
+              "numbers at risk below")])
+
+
+def _all_lines(r: dict[str, Any], images: dict[str, Path]) -> Section:
+    a, t = r["all_lines"], r["tce"]
+    rows = [[CLASS_NAMES[g], fmt.pct(a["orr_by_class"][g]),
+             fmt.pct(a["vgpr_or_better_by_class"][g]), fmt.pct(a["cr_or_better_by_class"][g]),
+             fmt.median(a["pfs_median_months_by_class"][g])]
+            for g in ("overall", "tce", "non_tce")]
+    sub_rows = [[s, str(a["lines_by_subclass"][s]), fmt.pct(a["orr_by_subclass"][s]),
+                 fmt.median(a["pfs_median_months_by_subclass"][s])]
+                for s in sorted(a["orr_by_subclass"])]
+    bv = t["bispecific_vs_car_t"]
+    kind_rows = [[k, str(bv["n_lines"][k]), fmt.pct(bv["orr"][k]),
+                  fmt.median(bv["pfs_median_months"][k])] for k in ("bispecific", "car_t")]
+    text = (f"Lines of one patient are pooled, so these CIs treat lines as independent and are "
+            f"somewhat narrow. TCE vs non-TCE over all lines: ORR Fisher "
+            f"{fmt.p_value(a['orr_fisher_tce_vs_non_tce']['p'])}; PFS log-rank "
+            f"{fmt.p_value(a['pfs_logrank_tce_vs_non_tce']['p'])}; Cox "
+            f"{fmt.hazard_ratio(a['pfs_cox_tce_vs_non_tce'])}. Patients responding (≥PR) to "
+            f"at least one TCE line, among those with an evaluable TCE line: "
+            f"{fmt.pct(t['patient_response_evaluable'])} (published: 91.4%, 32 of 35).")
+    kind_text = (f"Bispecific vs CAR-T lines: ORR Fisher {fmt.p_value(bv['orr_fisher']['p'])}; "
+                 f"PFS log-rank {fmt.p_value(bv['pfs_logrank']['p'])}.")
+    return Section("All lines after progression", [
+        Table(["class", "ORR (≥PR)", "≥VGPR", "≥CR", "median PFS"], rows), text,
+        Table(["subclass", "lines", "ORR (≥PR)", "median PFS"], sub_rows,
+              caption="Subclass: the first that applies of car_t, bcma/gprc5d/fcrh5 "
+                      "bispecific, autologous transplant, bcma_adc, xpo1, bcl2, anti-CD38, "
+                      "anti-SLAMF7, chemotherapy, imid_pi, other."),
+        Table(["TCE kind", "lines", "ORR (≥PR)", "median PFS"], kind_rows), kind_text,
+        Image(images["responses"].name,
+              "Response rates with exact 95% CIs (x/n above each bar): first line by class, "
+              "and all lines by subclass (blue: TCE, orange: non-TCE)")])
+
+
+def _os(r: dict[str, Any], analysis: Analysis, images: dict[str, Path]) -> Section:
+    o = r["os"]
+    lm = o["landmark"]
+    months = analysis.settings.landmark_months
+    naive = o["median_months_by_ever_tce"]
+    bias = (
+        "Immortal-time bias. Grouping patients by whether they ever received a TCE line "
+        "(as the published 'median OS not reached with TCE' does) favours the TCE group by "
+        "construction: a patient who starts a TCE line 8 months after progression must have "
+        "survived those 8 months, and that event-free time is credited to the TCE group, "
+        "while every patient who dies early can only be in the never-TCE group. The naive "
+        "comparison is shown only to set beside the published figure. Two analyses remove "
+        f"the bias: (1) a landmark analysis at {months:g} months after progression — only "
+        f"patients alive and still followed at {months:g} months, grouped by whether a TCE "
+        "line had started by then, with survival counted from the landmark (patients who "
+        "start TCE later stay in the no-TCE group, which pulls the groups together); (2) a "
+        "Cox model with TCE exposure as a time-varying covariate (unexposed until the first "
+        "TCE line, exposed from then on), stratified by site, which uses every patient and "
+        "all follow-up.")
+    rows = [
+        ["All patients", fmt.median(o["median_months"])],
+        ["Ever TCE (naive, biased)", fmt.median(naive["tce"])],
+        ["Never TCE (naive, biased)", fmt.median(naive["non_tce"])],
+        [f"TCE by {months:g} mo, from the landmark",
+         fmt.median(lm["median_months_from_landmark"]["tce"])],
+        [f"No TCE by {months:g} mo, from the landmark",
+         fmt.median(lm["median_months_from_landmark"]["non_tce"])],
+    ]
+    tests = (f"Naive ever-TCE log-rank {fmt.p_value(o['ever_tce_logrank']['p'])}. Landmark: "
+             f"{lm['n']} patients at risk at {months:g} months ({lm['n_not_at_risk_at_landmark']}"
+             f" died or were censored before), log-rank {fmt.p_value(lm['logrank']['p'])}. "
+             f"Time-varying Cox for TCE exposure: {fmt.hazard_ratio(o['tce_time_varying_cox'])}. "
+             f"Median follow-up (reverse Kaplan–Meier): all "
+             f"{fmt.median(o['follow_up_median_months']['overall'])}; ever TCE "
+             f"{fmt.median(o['follow_up_median_months']['tce'])}. {o['n_not_usable']} "
+             "patient(s) lacked a usable progression or last-contact date.")
+    return Section("Overall survival from progression after CAR-T", [
+        Table(["group", "median OS"], rows), tests, bias,
+        Image(images["os"].name, "Kaplan–Meier OS from progression after BCMA CAR-T"),
+        Image(images["os_ever_tce"].name,
+              "OS by ever receiving a TCE line — naive grouping, subject to immortal-time bias"),
+        Image(images["os_landmark"].name,
+              f"OS from a {months:g}-month landmark by TCE started before the landmark")])
+
+
+def _swimmer(analysis: Analysis, images: dict[str, Path]) -> Section:
+    n, limit = len(analysis.patients), analysis.settings.swimmer_max_patients
+    note = (f" With {n} patients, a fixed subset of {limit} (chosen by pseudonymous key "
+            "order, so the same on every run) is drawn." if n > limit else "")
+    return Section("Treatment course", [
+        "One bar per patient from progression after CAR-T to death or last contact, with a "
+        "segment per line coloured by class; crosses mark line progression events, squares "
+        f"deaths and arrows patients alive at last contact.{note}",
+        Image(images["swimmer"].name, "Swimmer plot of lines after progression")])
+
+
+def _excluded(r: dict[str, Any]) -> Section:
+    rows = [[reason, str(count)] for reason, count in r["excluded"].items()]
+    rows.append(["total", str(sum(r["excluded"].values()))])
+    return Section("Excluded patients", [
+        "Patients seen in the data but not in the cohort, by the first reason that applied "
+        "(no_car_t: no CAR-T infusion; non_bcma_car_t: CAR-T of another target only; "
+        "no_progression: no progression after the BCMA CAR-T).",
+        Table(["reason", "patients"], rows)])
+
+
+def _methods(analysis: Analysis) -> Section:
+    s = analysis.settings
+    items = "\n".join(f"- {key}: {text}" for key, text in analysis.results["definitions"].items())
+    return Section("Methods and definitions", [
+        items,
+        "ORR denominator: as in the study, evaluable patients — the first line counts when "
+        "its best response is any category other than NE (NE: fewer than two response "
+        "assessments). The 'all treated' variant counts NE lines as non-responders. "
+        "Response categories follow the IMWG uniform criteria, each confirmed by two "
+        "consecutive assessments; CR needs negative immunofixation and < 5% marrow plasma "
+        "cells, otherwise the line is at most VGPR and ≥CR is 'not determinable'.",
+        f"Statistics: exact Clopper–Pearson intervals; Fisher's exact test (two-sided) with "
+        f"the conditional maximum-likelihood odds ratio; Kaplan–Meier with log(-log) "
+        f"pointwise 95% bands (lifelines), medians as the first time S(t) ≤ 0.5; log-rank "
+        f"tests; Cox proportional hazards stratified by site when there is more than one "
+        f"site, fitted only with ≥ {s.cox_min_events} events and an event in each group "
+        f"(otherwise, or when the fit does not converge, reported as not estimated). "
+        f"Confidence level {100 * (1 - s.alpha):g}%. Landmark {s.landmark_months:g} months.",
+    ])
+
+
+def _files(written: list[str]) -> Section:
+    return Section("Files", ["\n".join(f"- {name}" for name in written)])
+
+
+def build_sections(analysis: Analysis, images: dict[str, Path],
+                   extra_sections: list[Section], files: list[str]) -> list[Section]:
+    r = analysis.results
+    return [_summary(r), _main_results(r), _comparison(r), _cohort(r),
+            _first_line(r, images), _all_lines(r, images), _os(r, analysis, images),
+            _swimmer(analysis, images), _excluded(r), *extra_sections, _methods(analysis),
+            _files(files)]

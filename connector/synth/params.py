@@ -1,0 +1,186 @@
+"""Every number the synthetic cohort generator uses, in one place.
+
+Each field says whether it is *published* (Van Oekelen et al., Blood 2023, see
+/work/shared/reference/study.md) or an *assumption* made so the cohort looks
+plausible. docs/synthetic.md lists them all; a test checks that it does. The
+values are copied verbatim into ``ground_truth.json["parameters"]``, so a
+cohort always carries the settings that made it.
+
+Durations are days unless the name says otherwise. Probabilities are 0..1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _d(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """Settings of the generator; the defaults reproduce the committed fixture."""
+
+    # -- calendar (assumptions) -------------------------------------------------------
+    data_cutoff: dt.date = _d("2025-06-30")
+    index_date_min: dt.date = _d("2019-01-01")
+    index_date_max: dt.date = _d("2023-12-31")
+    #: ICD-10-PCS CAR-T codes exist only from these dates (codes.md [S1]); CPT Cat I
+    #: 38225/38228 replaced Cat III 0537T/0540T on this date (codes.md [S2, S12]).
+    icd10pcs_ide_cel_from: dt.date = _d("2021-10-01")
+    icd10pcs_cilta_cel_from: dt.date = _d("2022-02-28")
+    cpt_cat1_from: dt.date = _d("2025-01-01")
+
+    # -- patients (assumptions) -------------------------------------------------------
+    age_at_index_mean: float = 64.0
+    age_at_index_sd: float = 5.5
+    age_at_index_min: int = 55
+    age_at_index_max: int = 75
+    p_female: float = 0.42
+    p_ide_cel: float = 0.55  # index product split; not published (study.md)
+    p_flc_only: float = 0.15  # free-light-chain-only disease
+    p_kappa: float = 0.65  # involved light chain is kappa (else lambda)
+
+    # -- before the index CAR-T (assumptions) -------------------------------------------
+    p_two_prior_regimens: float = 0.5  # else one recorded prior regimen
+    prior_regimen_days: tuple[int, int] = (90, 200)
+    p_bridging: float = 0.65
+    apheresis_to_infusion_days: tuple[int, int] = (35, 56)
+    lymphodepletion_days: tuple[int, ...] = (-5, -4, -3)
+    labs_before_index_days: tuple[int, int] = (90, 150)
+
+    # -- response to the index CAR-T and progression (assumptions) ---------------------
+    post_car_t_response: dict[str, float] = field(default_factory=lambda: {
+        "CR": 0.55, "VGPR": 0.30, "PR": 0.15})
+    #: Time from CAR-T infusion to progression: log-normal with this median (about
+    #: 9 months) and log-sd; never earlier than the minimum. Not published.
+    car_t_to_progression_median_days: float = 274.0
+    car_t_to_progression_sigma: float = 0.7
+    car_t_to_progression_min_days: int = 90
+    p_disease_status_obs: float = 0.20  # mCODE "worsened" Observation at progression
+
+    # -- lab schedule (assumptions; the brief's "every 21-42 days") ----------------------
+    assessment_interval_days: tuple[int, int] = (21, 42)
+    first_assessment_after_start_days: tuple[int, int] = (21, 35)
+    confirm_after_pd_days: tuple[int, int] = (7, 21)
+    #: A fresh baseline is drawn on cycle 1 day 1 when the last one is older than this.
+    baseline_max_age_days: int = 14
+    p_context_labs: float = 0.8  # hemoglobin/creatinine drawn with an assessment
+    serum_baseline_g_dl: tuple[float, float] = (1.5, 4.0)
+    flc_only_baseline_dflc_mg_l: tuple[float, float] = (350.0, 1500.0)
+    serum_floor_at_line_start_g_dl: float = 1.3  # ≥ 1.2 g/dL at every line start
+    flc_floor_at_line_start_mg_l: float = 320.0  # involved FLC ≥ 300 mg/L at line start
+    marrow_plasma_cells_in_cr_pct: float = 2.0
+
+    # -- salvage lines after progression ------------------------------------------------
+    line_start_after_confirm_days: tuple[int, int] = (0, 30)
+    min_days_between_line_starts: int = 45  # > the 30-day regimen window
+    car_t_manufacturing_days: tuple[int, int] = (30, 50)  # apheresis → lymphodepletion
+    transplant_start_after_confirm_days: tuple[int, int] = (14, 45)
+    maintenance_start_after_transplant_days: tuple[int, int] = (60, 100)
+    p_lenalidomide_maintenance: float = 0.7
+    #: A line must start at least this long before the cutoff (so that it has two
+    #: assessments); otherwise the patient is followed without a new line.
+    min_follow_up_for_new_line_days: int = 90
+    max_lines: int = 10  # published range 1-10
+    #: After a confirmed progression on a line, the chance of another line (else best
+    #: supportive care). Calibrated so lines per patient have median 2, mean ~3
+    #: (published: 237 lines / 79 patients, median 2, range 1-10).
+    p_next_line: float = 0.82
+    #: Chance that a line is T-cell engaging, by line number (last value repeats).
+    #: Calibrated to the published 44% of patients ever receiving TCE.
+    p_tce_by_line: tuple[float, ...] = (0.25, 0.20, 0.16, 0.13)
+
+    # -- response and PFS per line (class-level values are assumptions) -----------------
+    #: Calibrated so first-line ORR ≈ 43% (published 43.4%) and TCE ORR ≈ 90% (published
+    #: 91.4%).
+    response_probs: dict[str, dict[str, float]] = field(default_factory=lambda: {
+        "tce": {"CR": 0.34, "VGPR": 0.32, "PR": 0.25, "MR": 0.02, "SD": 0.04, "PD": 0.03},
+        "asct": {"CR": 0.08, "VGPR": 0.27, "PR": 0.35, "MR": 0.07, "SD": 0.13, "PD": 0.10},
+        "non_tce": {"CR": 0.01, "VGPR": 0.05, "PR": 0.20, "MR": 0.13, "SD": 0.27,
+                    "PD": 0.34},
+    })
+    #: Median days from line start to progression (log-normal), by class and response.
+    #: The assessment schedule adds a floor (a response must hold for two assessments).
+    #: Calibrated to the published first-line median PFS of 3.5 months.
+    pfs_median_days: dict[str, dict[str, float]] = field(default_factory=lambda: {
+        "tce": {"CR": 540, "VGPR": 420, "PR": 240, "MR": 120, "SD": 90, "PD": 0},
+        "asct": {"CR": 420, "VGPR": 360, "PR": 240, "MR": 150, "SD": 110, "PD": 0},
+        "non_tce": {"CR": 300, "VGPR": 240, "PR": 150, "MR": 100, "SD": 60, "PD": 0},
+    })
+    pfs_sigma: float = 0.7
+    #: Death hazard while on a line, per month, by class (competes with progression).
+    #: With best supportive care below, calibrated to the published median OS of ~18
+    #: months from progression after CAR-T, and better OS after TCE (not reached).
+    death_hazard_per_month: dict[str, float] = field(default_factory=lambda: {
+        "tce": 0.008, "asct": 0.015, "non_tce": 0.026})
+    #: High tumour burden at a line start (serum M-protein or dFLC at or above these)
+    #: multiplies that line's death hazard; keeps values from compounding unrealistically
+    #: over many non-responding lines.
+    high_burden_serum_g_dl: float = 6.0
+    high_burden_dflc_mg_l: float = 3000.0
+    high_burden_hazard_ratio: float = 4.0
+    #: Above this burden at a line start, a drawn SD or PD becomes MR (PR for FLC-only
+    #: disease): real M-protein rarely exceeds ~10 g/dL, whereas IMWG progression (+25 %
+    #: each time) would compound without bound over many refractory lines.
+    burden_ceiling_serum_g_dl: float = 8.0
+    burden_ceiling_dflc_mg_l: float = 4000.0
+    #: Survival after the last progression when no further line is given.
+    bsc_survival_median_days: float = 60.0
+    bsc_survival_sigma: float = 0.8
+
+    # -- regimen choice (assumptions) ----------------------------------------------------
+    #: Relative weights within each class; a regimen is drawn among those allowed
+    #: (not given before, brings a new drug other than dexamethasone).
+    tce_weights: dict[str, float] = field(default_factory=lambda: {
+        "teclistamab": 0.33, "elranatamab": 0.10, "linvoseltamab": 0.07,
+        "talquetamab": 0.20, "cevostamab": 0.08, "car_t": 0.22})
+    non_tce_weights: dict[str, float] = field(default_factory=lambda: {
+        "dara_pom_dex": 0.09, "isa_pom_dex": 0.06, "kpd": 0.10, "pd": 0.07,
+        "elo_pom_dex": 0.07, "svd": 0.08, "sd": 0.05, "ven_dex": 0.05,
+        "belantamab": 0.07, "dcep": 0.08, "vdt_pace": 0.06, "benda_dex": 0.05,
+        "cyclo_pom_dex": 0.08, "asct": 0.04})
+    p_daratumumab_sc: float = 0.6  # Darzalex Faspro rather than IV
+
+    # -- noise (only with noise=True; assumptions) -------------------------------------
+    noise_no_car_t_fraction: float = 0.04  # ~3 of 79
+    noise_non_bcma_car_t_fraction: float = 0.0127  # 1 of 79
+    noise_no_progression_fraction: float = 0.045  # ~4 of 79
+    noise_missing_labs_fraction: float = 0.02  # ~2 of 79, progression by new line
+    noise_duplicates_fraction: float = 0.05  # same MedicationAdministration, new id
+    noise_corrected_fraction: float = 0.02  # Observation re-sent as version 2
+    noise_data_absent_fraction: float = 0.05  # Observation with dataAbsentReason
+    noise_entered_in_error_fraction: float = 0.0127  # a phantom teclistamab dose
+    noise_not_done_fraction: float = 0.0127  # a dose recorded as not-done
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready copy (dates as ISO text, tuples as lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, dt.date):
+                value = value.isoformat()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+#: Where each published figure comes from; everything else in SynthParams is assumed.
+PUBLISHED: dict[str, str] = {
+    "n_patients": "79 patients progressing after BCMA CAR-T (Van Oekelen 2023)",
+    "n_sites": "2 centres (Mount Sinai, MSKCC)",
+    "max_lines": "salvage lines per patient: range 1-10",
+    "p_next_line": "calibrated to 237 lines in 79 patients, median 2",
+    "p_tce_by_line": "calibrated to 35/79 (44.3%) ever receiving TCE",
+    "response_probs": "calibrated to first-line ORR 43.4% and TCE ORR 91.4%",
+    "pfs_median_days": "calibrated to first-line median PFS 3.5 months",
+    "death_hazard_per_month": "calibrated to median OS 17.9 months from relapse",
+    "bsc_survival_median_days": "calibrated to median OS 17.9 months from relapse",
+}
+
+DEFAULT_PARAMS = SynthParams()

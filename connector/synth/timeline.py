@@ -1,0 +1,472 @@
+"""Simulate each patient's clinical course, from prior therapy to death or the cutoff.
+
+The course is built forward in time. For a study patient: recorded prior
+regimens, CAR-T apheresis, optional bridging, lymphodepletion, the index infusion,
+a deep response, confirmed progression, then salvage lines one after another.
+Each line draws a regimen, a best response, a time to progression and a
+competing death; its labs come from ``labs.LabTrack``. Ground truth is read
+off the same record (``truth.py``), so it is the generator's own true course.
+
+Line rules the course respects, so that a correct line-of-therapy algorithm
+finds the same lines: every drug of a line starts within its first days (a
+transplant's maintenance and a CAR-T's lymphodepletion excepted, as
+docs/design.md groups them); a line's drugs stop before its progression is
+confirmed; the next line starts after that confirmation, at least 45 days after
+the previous start, and brings a drug (other than dexamethasone) that the
+previous line did not have.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+from connector.synth import catalog as cat
+from connector.synth.course import Course, Dose, LineTruth, Proc, ordinal
+from connector.synth.labs import DESCENTS, LabTrack, Marker, SegmentResult, best_of
+from connector.synth.params import SynthParams
+
+DAYS_PER_MONTH = 30.4375
+
+
+class Retry(Exception):
+    """The drawn course does not fit before the cutoff; draw again."""
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def weighted(rng: random.Random, items: Sequence[tuple[str, float]]) -> str:
+    total = sum(w for _, w in items)
+    x = rng.random() * total
+    for key, w in items:
+        x -= w
+        if x < 0:
+            return key
+    return items[-1][0]
+
+
+def lognormal_days(rng: random.Random, median: float, sigma: float) -> float:
+    return median * math.exp(rng.gauss(0.0, sigma))
+
+
+def lay_regimen(course: Course, regimen: cat.Regimen, start: int, stop: int,
+                line: int) -> None:
+    """Doses of a cyclic regimen from ``start`` until before ``stop``.
+
+    An oral cycle running into ``stop`` (progression confirmed, death, end of data)
+    is recorded as stopped the day before.
+    """
+    for comp in regimen.components:
+        oral = isinstance(comp.schedule, cat.Oral)
+        for off in cat.dose_offsets(comp.schedule):
+            day = start + off
+            if day >= stop:
+                break
+            if oral:
+                end = min(day + comp.schedule.period_days - 1, stop - 1)
+                course.doses.append(Dose(comp.drug, day, end, line))
+            else:
+                course.doses.append(Dose(comp.drug, day, None, line))
+
+
+def lay_car_t(course: Course, product: str, infusion: int, line: int,
+              params: SynthParams) -> None:
+    """Cyclophosphamide + fludarabine on days -5..-3, then the product on day 0."""
+    for offset in params.lymphodepletion_days:
+        for drug, _ in cat.LYMPHODEPLETION:
+            course.doses.append(Dose(drug, infusion + offset, None, line))
+    course.doses.append(Dose(product, infusion, None, line))
+    course.procs.append(Proc("car_t_infusion", infusion, product))
+
+
+def demographics(rng: random.Random, p: SynthParams, index_day: int) -> tuple[int, str]:
+    age = min(max(rng.gauss(p.age_at_index_mean, p.age_at_index_sd), p.age_at_index_min),
+              p.age_at_index_max + 0.99)
+    birth = index_day - int(age * 365.25)
+    return birth, ("female" if rng.random() < p.p_female else "male")
+
+
+def setup_marker(course: Course, rng: random.Random, p: SynthParams) -> tuple[Marker, float]:
+    """Decide the disease type and the first baseline value."""
+    course.flc_only = rng.random() < p.p_flc_only
+    course.kappa_involved = rng.random() < p.p_kappa
+    course.uninvolved_flc = round(rng.uniform(6.0, 16.0), 1)
+    course.flc_per_g_dl = round(rng.uniform(20.0, 80.0), 1)
+    if course.flc_only:
+        # Immunoparesis: a low uninvolved chain keeps VGPR ratios abnormal (labs.Marker).
+        course.uninvolved_flc = round(rng.uniform(3.5, 6.0), 1)
+        baseline = round(rng.uniform(*p.flc_only_baseline_dflc_mg_l), 1)
+        m0 = 0.0 if rng.random() < 0.5 else rng.uniform(0.1, 0.3)
+        course.m_protein_scale = m0 / baseline
+        return Marker(False, p.flc_floor_at_line_start_mg_l,
+                      vgpr_floor=round(3.6 * course.uninvolved_flc, 1)), baseline
+    baseline = round(rng.uniform(*p.serum_baseline_g_dl), 2)
+    return Marker(True, p.serum_floor_at_line_start_g_dl), baseline
+
+
+def draw_response(rng: random.Random, p: SynthParams, group: str,
+                  flc_only: bool) -> tuple[str, tuple[str, ...]]:
+    """A best response (no MR for FLC-only disease) and the way down to it."""
+    probs = dict(p.response_probs[group]) if group in p.response_probs else dict(
+        p.post_car_t_response)
+    if flc_only and "MR" in probs:
+        probs["SD"] = probs.get("SD", 0.0) + probs.pop("MR")
+    category = weighted(rng, list(probs.items()))
+    descents = DESCENTS[category]
+    if flc_only:
+        descents = tuple(d for d in descents if "MR" not in d) or ((),)
+    return category, descents[rng.randrange(len(descents))]
+
+
+# ------------------------------------------------------------------ before index
+
+
+def prior_and_bridging(course: Course, rng: random.Random, p: SynthParams, index: int,
+                       product: str) -> list[str]:
+    """Recorded prior regimens, apheresis, bridging, lymphodepletion and the infusion."""
+    apheresis = index - rng.randint(*p.apheresis_to_infusion_days)
+    n_prior = 2 if rng.random() < p.p_two_prior_regimens else 1
+    keys = rng.sample(cat.PRIOR_REGIMENS, n_prior)
+    end = apheresis - rng.randint(7, 30)
+    for key in keys:
+        start = end - rng.randint(*p.prior_regimen_days)
+        lay_regimen(course, cat.NON_TCE_REGIMENS[key], start, end + 1, 0)
+        end = start - rng.randint(14, 60)
+    course.procs.append(Proc("car_t_harvest", apheresis))
+    if rng.random() < p.p_bridging:
+        bridge = cat.BRIDGING[rng.choice(sorted(cat.BRIDGING))]
+        start = apheresis + rng.randint(3, 7)
+        stop = index + min(p.lymphodepletion_days) - 10
+        if stop - start >= 7:
+            lay_regimen(course, bridge, start, stop, 0)
+    lay_car_t(course, product, index, 0, p)
+    return keys
+
+
+def index_product_key(rng: random.Random, p: SynthParams) -> str:
+    return "ide_cel" if rng.random() < p.p_ide_cel else "cilta_cel"
+
+
+# --------------------------------------------------------------- salvage lines
+
+
+def choose_regimen(rng: random.Random, p: SynthParams, line: int, previous: frozenset[str],
+                   used: set[str], other_product: str,
+                   allow_car_t: bool) -> tuple[str, cat.Regimen]:
+    """A regimen not given before that adds a drug the previous line lacked."""
+    p_tce = p.p_tce_by_line[min(line, len(p.p_tce_by_line)) - 1]
+    pools = [("tce", p.tce_weights), ("non_tce", p.non_tce_weights)]
+    if rng.random() >= p_tce:
+        pools.reverse()
+    for _, weights in pools:
+        options: list[tuple[str, float]] = []
+        for key, w in weights.items():
+            if key in used or w <= 0:
+                continue
+            if key == "car_t" and not allow_car_t:
+                continue
+            reg = _resolve(key, other_product)
+            if reg.ingredients - previous - {"dexamethasone"}:
+                options.append((key, w))
+        if options:
+            key = weighted(rng, options)
+            regimen = _resolve(key, other_product)
+            if key == "dara_pom_dex" and rng.random() >= p.p_daratumumab_sc:
+                regimen = _dara_iv(regimen)
+            return key, regimen
+    raise Retry("no regimen left")  # unreachable with the default catalog
+
+
+def _resolve(key: str, other_product: str) -> cat.Regimen:
+    if key == "car_t":
+        return cat.car_t_regimen(other_product)
+    return cat.TCE_REGIMENS.get(key) or cat.NON_TCE_REGIMENS[key]
+
+
+def _dara_iv(regimen: cat.Regimen) -> cat.Regimen:
+    comps = tuple(cat.Component("dara_iv", c.schedule) if c.drug == "dara_sc" else c
+                  for c in regimen.components)
+    return cat.Regimen(regimen.key, regimen.label, regimen.kind, comps)
+
+
+def _group(regimen: cat.Regimen) -> str:
+    if regimen.is_tce:
+        return "tce"
+    return "asct" if regimen.kind == "asct" else "non_tce"
+
+
+def _line_truth(course: Course, line: int, key: str, start: int, seg: SegmentResult,
+                transplant: bool) -> LineTruth:
+    doses = [d for d in course.doses if d.line == line and d.status == "completed"]
+    ingredients = sorted({cat.DRUGS[d.drug].ingredient for d in doses})
+    end = max(d.end if d.end is not None else d.day for d in doses)
+    procs = [pr.day for pr in course.procs if pr.kind != "car_t_harvest" and start <= pr.day
+             and pr.day <= end + 7]
+    end = max([end, *procs])
+    frozen = frozenset(ingredients)
+    return LineTruth(
+        line=line, regimen=key, start=start, end=end, ingredients=ingredients,
+        therapy_class=cat.therapy_class_of(frozen),
+        subclass=cat.subclass_of(frozen, transplant),
+        best_response=best_of(seg.labels),
+        pfs_event=seg.pd_day if seg.outcome == "pd" else seg.death_day,
+        pfs_censor=seg.last_day if seg.outcome == "censored" else None,
+    )
+
+
+class CohortPatient:
+    """Builds one study patient's course (and the excluded BCMA CAR-T kinds)."""
+
+    def __init__(self, rng: random.Random, p: SynthParams, site: str) -> None:
+        self.rng = rng
+        self.p = p
+        self.site = site
+        self.cutoff = ordinal(p.data_cutoff)
+
+    # -- the whole course -------------------------------------------------------
+
+    def build(self, missing_labs: bool = False) -> Course:
+        for _ in range(200):
+            try:
+                return self._attempt(missing_labs)
+            except Retry:
+                continue
+        raise RuntimeError("could not fit a course before the cutoff")
+
+    def _attempt(self, missing_labs: bool) -> Course:
+        rng, p = self.rng, self.p
+        index, t_prog = self._draw_index()
+        course, track = self._start_course("cohort", index)
+        category, descent = draw_response(rng, p, "post_car_t", course.flc_only)
+        seg0 = track.segment(index, category, t_prog, None, descent)
+        if seg0.outcome != "pd":
+            raise Retry("progression after the cutoff")
+        course.progression_day = seg0.pd_day
+        course.progression_basis = "imwg_labs"
+        if missing_labs:
+            return self._missing_labs_course(course, track, index)
+        if rng.random() < p.p_disease_status_obs:
+            course.status_obs_day = seg0.pd_day
+        self._salvage(course, track, seg0.confirm_day or 0)
+        course.assessments = track.points
+        return self._finish(course)
+
+    def build_no_progression(self) -> Course:
+        """A BCMA CAR-T patient still in remission at the cutoff."""
+        rng, p = self.rng, self.p
+        lo = max(ordinal(p.index_date_min), ordinal("2022-07-01"))
+        index = rng.randint(lo, ordinal(p.index_date_max))
+        course, track = self._start_course("no_progression", index)
+        category = weighted(rng, [("CR", 0.6), ("VGPR", 0.4)])
+        descent = DESCENTS[category][rng.randrange(len(DESCENTS[category]))]
+        track.segment(index, category, math.inf, None, descent)
+        course.assessments = track.points
+        return self._finish(course)
+
+    def _draw_index(self) -> tuple[int, float]:
+        rng, p = self.rng, self.p
+        lo, hi = ordinal(p.index_date_min), ordinal(p.index_date_max)
+        for _ in range(100):
+            t_prog = max(float(p.car_t_to_progression_min_days),
+                         lognormal_days(rng, p.car_t_to_progression_median_days,
+                                        p.car_t_to_progression_sigma))
+            latest = min(hi, self.cutoff - int(max(t_prog, 200.0)) - 280)
+            if latest >= lo:
+                return rng.randint(lo, latest), t_prog
+        raise Retry("no index date fits")
+
+    def _start_course(self, kind: str, index: int) -> tuple[Course, LabTrack]:
+        rng, p = self.rng, self.p
+        birth, gender = demographics(rng, p, index)
+        course = Course(kind=kind, site=self.site, birth_date=birth, gender=gender)
+        marker, baseline = setup_marker(course, rng, p)
+        product = index_product_key(rng, p)
+        course.index_day = index
+        course.index_product = cat.DRUGS[product].ingredient
+        self.used = set(prior_and_bridging(course, rng, p, index, product))
+        self.other_product = "cilta_cel" if product == "ide_cel" else "ide_cel"
+        self.previous = frozenset({"cyclophosphamide", "fludarabine", course.index_product})
+        track = LabTrack(rng, p, marker, self.cutoff)
+        first = index - rng.randint(*p.labs_before_index_days)
+        track.pre_treatment(first, index, baseline)
+        return course, track
+
+    def _finish(self, course: Course) -> Course:
+        days = [a.day for a in course.assessments]
+        days += [d.end if d.end is not None else d.day for d in course.doses]
+        days += [pr.day for pr in course.procs]
+        course.last_contact = course.death_day if course.death_day is not None else max(days)
+        course.doses.sort(key=lambda d: (d.day, d.drug))
+        return course
+
+    # -- lines after progression -----------------------------------------------
+
+    def _salvage(self, course: Course, track: LabTrack, confirm: int) -> None:
+        rng, p = self.rng, self.p
+        prev_start = (course.index_day or 0) + min(p.lymphodepletion_days)
+        last_start = self.cutoff - p.min_follow_up_for_new_line_days
+        line = 1
+        while True:
+            allow_car_t = confirm + 30 + p.car_t_manufacturing_days[1] + 5 <= last_start
+            key, regimen = choose_regimen(rng, p, line, self.previous, self.used,
+                                          self.other_product, allow_car_t)
+            gap = rng.randint(*p.line_start_after_confirm_days)
+            apheresis = None
+            if regimen.kind == "car_t":
+                apheresis = confirm + gap
+                start = apheresis + rng.randint(*p.car_t_manufacturing_days)
+            elif regimen.kind == "asct":
+                start = confirm + rng.randint(*p.transplant_start_after_confirm_days)
+            else:
+                start = confirm + gap
+            start = max(start, prev_start + p.min_days_between_line_starts, confirm + 1)
+            if start > last_start:
+                if line == 1:
+                    raise Retry("no time for a first salvage line")
+                track.follow(self.cutoff + 1)
+                return
+            track.follow(start)
+            track.ensure_baseline(start)
+            if apheresis is not None:
+                course.procs.append(Proc("car_t_harvest", apheresis))
+            seg = self._run_line(course, track, line, key, regimen, start)
+            if seg.outcome == "death" or (seg.outcome == "pd" and seg.death_day is not None):
+                if seg.outcome == "pd":
+                    track.follow(seg.death_day or 0)
+                course.death_day = seg.death_day
+                return
+            if seg.outcome == "censored":
+                return
+            confirm = seg.confirm_day or 0
+            prev_start = start
+            self.previous = frozenset(course.lines[-1].ingredients)
+            self.used.add(key)
+            if line >= p.max_lines or rng.random() >= p.p_next_line:
+                death = confirm + max(7, int(lognormal_days(
+                    rng, p.bsc_survival_median_days, p.bsc_survival_sigma)))
+                track.follow(death)
+                if death <= self.cutoff:
+                    course.death_day = death
+                return
+            line += 1
+
+    def _run_line(self, course: Course, track: LabTrack, line: int, key: str,
+                  regimen: cat.Regimen, start: int) -> SegmentResult:
+        rng, p = self.rng, self.p
+        group = _group(regimen)
+        category, descent = draw_response(rng, p, group, course.flc_only)
+        ceiling = p.burden_ceiling_dflc_mg_l if course.flc_only else p.burden_ceiling_serum_g_dl
+        if track.last.value >= ceiling and category in ("SD", "PD"):
+            category, descent = ("PR", ()) if course.flc_only else ("MR", ())
+        pfs_days = 0.0 if category == "PD" else lognormal_days(
+            rng, p.pfs_median_days[group][category], p.pfs_sigma)
+        hazard = p.death_hazard_per_month[group] / DAYS_PER_MONTH
+        high = p.high_burden_dflc_mg_l if course.flc_only else p.high_burden_serum_g_dl
+        if track.last.value >= high:
+            hazard *= p.high_burden_hazard_ratio
+        death = start + max(7, math.ceil(rng.expovariate(hazard)))
+        if regimen.kind == "car_t":
+            death = max(death, start - min(p.lymphodepletion_days) + 3)
+        seg = track.segment(start, category, pfs_days, death, descent)
+        if seg.outcome == "pd":
+            stop = seg.confirm_day or start
+        elif seg.outcome == "death":
+            stop = seg.death_day or start
+        else:
+            stop = (seg.last_day or start) + 1
+        transplant = False
+        if regimen.kind == "car_t":
+            product = regimen.components[-1].drug
+            lay_car_t(course, product, start - min(p.lymphodepletion_days), line, p)
+        elif regimen.kind == "asct":
+            transplant = True
+            course.doses.append(Dose("melphalan", start, None, line))
+            course.procs.append(Proc("auto_transplant", start + 2))
+            if rng.random() < p.p_lenalidomide_maintenance:
+                m_start = start + 2 + rng.randint(*p.maintenance_start_after_transplant_days)
+                lay_regimen(course, cat.Regimen("maint", "lenalidomide", "cyclic",
+                                                (cat.Component("lenalidomide", cat.ORAL),)),
+                            m_start, stop, line)
+        else:
+            lay_regimen(course, regimen, start, stop, line)
+        course.lines.append(_line_truth(course, line, key, start, seg, transplant))
+        return seg
+
+    # -- progression seen only through a new line --------------------------------
+
+    def _missing_labs_course(self, course: Course, track: LabTrack, index: int) -> Course:
+        """No labs after the infusion: one line, then death (progression by new line)."""
+        rng, p = self.rng, self.p
+        progression = course.progression_day or index
+        start = progression + rng.randint(0, 10)
+        death = min(start + rng.randint(60, 300), self.cutoff - 1)
+        if death - start < 45:
+            raise Retry("too close to the cutoff")
+        course.progression_basis = "new_line_fallback"
+        options = [(k, w) for k, w in p.non_tce_weights.items()
+                   if k not in self.used and cat.NON_TCE_REGIMENS[k].kind == "cyclic"]
+        key = weighted(rng, options)
+        lay_regimen(course, cat.NON_TCE_REGIMENS[key], start, death, 1)
+        seg = SegmentResult("death", [], death_day=death)
+        course.lines.append(_line_truth(course, 1, key, start, seg, False))
+        course.death_day = death
+        course.assessments = [a for a in track.points if a.day <= index]
+        return self._finish(course)
+
+
+# ------------------------------------------------------------- excluded patients
+
+
+def build_no_car_t(rng: random.Random, p: SynthParams, site: str, with_harvest: bool) -> Course:
+    """A myeloma patient treated without any CAR-T (perhaps collected but never infused)."""
+    cutoff = ordinal(p.data_cutoff)
+    first = rng.randint(ordinal("2019-06-01"), ordinal("2023-06-30"))
+    birth, gender = demographics(rng, p, first)
+    course = Course(kind="no_car_t", site=site, birth_date=birth, gender=gender)
+    marker, baseline = setup_marker(course, rng, p)
+    track = LabTrack(rng, p, marker, cutoff)
+    track.add(first - rng.randint(7, 30), baseline, "pre")
+    start = first
+    keys = rng.sample([k for k, r in cat.NON_TCE_REGIMENS.items() if r.kind == "cyclic"],
+                      rng.randint(2, 3))
+    end = start
+    for key in keys:
+        end = min(start + rng.randint(90, 240), cutoff - 60)
+        if end <= start + 30:
+            break
+        lay_regimen(course, cat.NON_TCE_REGIMENS[key], start, end, 0)
+        start = end + rng.randint(7, 30)
+    if with_harvest:
+        course.procs.append(Proc("car_t_harvest", min(end + 10, cutoff - 30)))
+    stop = min(end + rng.randint(30, 120), cutoff)
+    day = track.last.day + track.interval()
+    while day <= stop:
+        value = marker.rnd(max(marker.step, track.last.value * rng.uniform(0.85, 1.12)))
+        track.add(day, value, "pre")
+        day += track.interval()
+    course.assessments = track.points
+    last = course.assessments[-1].day
+    course.doses = [d for d in course.doses if (d.end or d.day) <= last]
+    course.procs = [pr for pr in course.procs if pr.day <= last]
+    course.last_contact = last
+    return course
+
+
+def build_non_bcma(rng: random.Random, p: SynthParams, site: str) -> Course:
+    """A lymphoma patient given a CD19 CAR-T (axicabtagene ciloleucel)."""
+    cutoff = ordinal(p.data_cutoff)
+    index = rng.randint(ordinal("2020-06-01"), ordinal(p.index_date_max))
+    birth, gender = demographics(rng, p, index)
+    course = Course(kind="non_bcma_car_t", site=site, birth_date=birth, gender=gender,
+                    myeloma=False)
+    course.procs.append(Proc("car_t_harvest", index - rng.randint(30, 45)))
+    lay_car_t(course, "axi_cel", index, 0, p)
+    day = index - rng.randint(40, 60)
+    stop = min(cutoff, index + rng.randint(300, 700))
+    while day <= stop:
+        course.context_days.append(day)
+        day += rng.randint(30, 60)
+    course.last_contact = max(course.context_days[-1], index)
+    return course
