@@ -1,0 +1,102 @@
+"""One patient's timeline → their cohort row and lines (pure, no database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from connector.cohort.classify import classify
+from connector.cohort.imwg import LabBook, normalize_labs
+from connector.cohort.index import find_index
+from connector.cohort.lines import Line, build_lines, build_units, first_later_therapy
+from connector.cohort.model import (
+    CohortPatientRecord,
+    Exposure,
+    Lab,
+    LineRecord,
+    PatientInfo,
+    Procedure,
+)
+from connector.cohort.progression import find_progression
+from connector.cohort.response import line_outcome
+from connector.cohort.rules import Rules, load_rules
+
+
+def last_contact(patient: PatientInfo, exposures: Iterable[Exposure],
+                 procedures: Iterable[Procedure], labs: Iterable[Lab]) -> dt.date | None:
+    """The latest day anything was recorded about the patient (or death)."""
+    days = [e.last for e in exposures] + [e.start for e in exposures]
+    days += [p.end or p.date for p in procedures] + [p.date for p in procedures]
+    days += [lab.date for lab in labs]
+    if patient.death_date is not None:
+        days.append(patient.death_date)
+    return max(days, default=None)
+
+
+def _record(patient: PatientInfo, contact: dt.date | None, **fields: object) -> CohortPatientRecord:
+    return CohortPatientRecord(
+        site=patient.site, source_id=patient.source_id, patient_key=patient.patient_key,
+        death_date=patient.death_date, last_contact_date=contact,
+        birth_year=patient.birth_year, sex=patient.sex, **fields)  # type: ignore[arg-type]
+
+
+def _product_classes(line: Line, rules: Rules) -> set[str]:
+    """Classes of CAR-T products known only from a procedure."""
+    ct = rules.car_t
+    out = set()
+    for product in line.products:
+        if product in ct.bcma_products:
+            out.add(ct.bcma_classes[0])
+        elif product in ct.other_products:
+            out.add(ct.other_classes[0])
+    return out
+
+
+def _line_records(lines: list[Line], book: LabBook, death: dt.date | None,
+                  rules: Rules) -> list[LineRecord]:
+    out = []
+    for n, line in enumerate(lines, start=1):
+        nxt = lines[n].start if n < len(lines) else None
+        therapy_class, subclass = classify(line.classes | _product_classes(line, rules),
+                                           line.ingredients | line.products,
+                                           line.categories, rules)
+        res = line_outcome(book, line.start, nxt, death, rules)
+        out.append(LineRecord(
+            line=n, start_date=line.start, end_date=line.end, drugs=line.drugs,
+            therapy_class=therapy_class, subclass=subclass,
+            best_response=res.best_response, response_note=res.response_note,
+            pfs_event_date=res.pfs_event_date, pfs_censor_date=res.pfs_censor_date))
+    return out
+
+
+def derive_patient(patient: PatientInfo, exposures: list[Exposure],
+                   procedures: list[Procedure], labs: list[Lab],
+                   rules: Rules | None = None) -> tuple[CohortPatientRecord, list[LineRecord]]:
+    """The cohort row and the lines after progression for one patient.
+
+    Excluded patients get a row with ``exclusion_reason`` and no lines:
+    ``no_car_t`` (no CAR-T infusion at all), ``non_bcma_car_t`` (only
+    other-target CAR-T), ``no_progression`` (no progression after the index by
+    labs, disease status or a later line). ``rules`` defaults to mappings/rules.toml.
+    """
+    rules = rules or load_rules()
+    labs, _dropped = normalize_labs(labs, rules)
+    contact = last_contact(patient, exposures, procedures, labs)
+    found = find_index(exposures, procedures, rules)
+    if found.infusion is None:
+        return _record(patient, contact, in_cohort=False,
+                       exclusion_reason=found.exclusion_reason), []
+    index = found.infusion
+    index_fields = {"index_product": index.product or None, "index_date": index.date}
+    book = LabBook(labs)
+    units = build_units(exposures, procedures, found.infusions, rules)
+    next_therapy = first_later_therapy(exposures, procedures, found.infusions, index, rules,
+                                       units)
+    prog = find_progression(book, index.date, next_therapy, rules)
+    if prog.date is None:
+        return _record(patient, contact, in_cohort=False, exclusion_reason="no_progression",
+                       **index_fields), []
+    lines = build_lines(exposures, procedures, found.infusions, prog.date, rules, units)
+    record = _record(patient, contact, in_cohort=True, progression_date=prog.date,
+                     progression_basis=prog.basis, **index_fields)
+    return record, _line_records(lines, book, patient.death_date, rules)

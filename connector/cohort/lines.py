@@ -1,0 +1,391 @@
+"""Lines of therapy after progression (OHDSI LambdaBuilder rules, codes.md §5 A).
+
+The timeline is first cut into *units*: a CAR-T infusion with its
+lymphodepletion, a transplant with its conditioning, and single exposures.
+Units are then walked in date order. A line keeps what starts within the
+regimen window, what continues a drug already in it, and maintenance; it ends
+when a new drug is added after the window, when every drug has been unused for
+more than the gap, or when a CAR-T infusion or a transplant starts a new one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from connector.cohort.index import Infusion
+from connector.cohort.model import Exposure, Procedure
+from connector.cohort.rules import Rules
+
+CAR_T, TRANSPLANT, DRUGS = "car_t", "transplant", "drugs"
+
+
+@dataclass
+class Unit:
+    """Things that begin together and must stay in one line."""
+
+    kind: str  # car_t | transplant | drugs
+    date: dt.date
+    exposures: list[Exposure] = field(default_factory=list)
+    procedures: list[Procedure] = field(default_factory=list)
+    anchor: dt.date | None = None  # the infusion or transplant day
+    product: str = ""
+
+
+@dataclass
+class Line:
+    """A line being built; turned into a ``LineRecord`` once classified."""
+
+    start: dt.date
+    exposures: list[Exposure] = field(default_factory=list)
+    procedures: list[Procedure] = field(default_factory=list)
+    products: set[str] = field(default_factory=set)
+    car_t_dates: list[dt.date] = field(default_factory=list)
+    transplant_dates: list[dt.date] = field(default_factory=list)
+    ld_only: bool = False
+    end: dt.date | None = None
+
+    @property
+    def ingredients(self) -> set[str]:
+        return {e.ingredient for e in self.exposures}
+
+    @property
+    def drugs(self) -> list[str]:
+        return sorted(self.ingredients | self.products)
+
+    @property
+    def classes(self) -> set[str]:
+        return {e.drug_class for e in self.exposures}
+
+    @property
+    def categories(self) -> set[str]:
+        return {p.category for p in self.procedures}
+
+    @property
+    def last_activity(self) -> dt.date:
+        days = [e.last for e in self.exposures] + self.car_t_dates + self.transplant_dates
+        days += [p.date for p in self.procedures]
+        return max(days, default=self.start)
+
+    def add(self, unit: Unit) -> None:
+        self.exposures += unit.exposures
+        self.procedures += unit.procedures
+        if unit.product:
+            self.products.add(unit.product)
+        if unit.kind == CAR_T and unit.anchor:
+            self.car_t_dates.append(unit.anchor)
+        if unit.kind == TRANSPLANT and unit.anchor:
+            self.transplant_dates.append(unit.anchor)
+
+
+# ----------------------------------------------------------------- units and roles
+
+
+def _ld_for(infusion_day: dt.date, exposures: list[Exposure], rules: Rules) -> list[Exposure]:
+    ld = rules.lymphodepletion
+    return [e for e in exposures if e.ingredient in ld.ingredients
+            and ld.min_days_before <= (infusion_day - e.start).days <= ld.max_days_before]
+
+
+def _conditioning_for(tx_day: dt.date, exposures: list[Exposure], rules: Rules) -> list[Exposure]:
+    tr = rules.transplant
+    return [e for e in exposures if e.ingredient in tr.conditioning_ingredients
+            and 0 <= (tx_day - e.start).days <= tr.conditioning_max_days_before]
+
+
+def _car_t_exposures(inf: Infusion, exposures: list[Exposure], rules: Rules) -> list[Exposure]:
+    window = rules.car_t.same_infusion_days
+    return [e for e in exposures if e.drug_class in rules.car_t.all_classes
+            and abs((e.start - inf.date).days) <= window]
+
+
+def build_units(exposures: list[Exposure], procedures: list[Procedure],
+                infusions: list[Infusion], rules: Rules) -> list[Unit]:
+    """Cut a timeline into units; each exposure and procedure lands in at most one."""
+    used: set[int] = set()
+    units: list[Unit] = []
+    roles = set(rules.lymphodepletion.ingredients) | set(rules.transplant.conditioning_ingredients)
+    car_t = set(rules.car_t.all_classes)
+    pool = [e for e in exposures if e.ingredient in roles or e.drug_class in car_t]
+    for inf in sorted(infusions, key=lambda i: i.date):
+        free = [e for e in pool if id(e) not in used]
+        members = _car_t_exposures(inf, free, rules) + _ld_for(inf.date, free, rules)
+        procs = [p for p in procedures if p.category in rules.car_t.infusion_categories
+                 and abs((p.date - inf.date).days) <= rules.car_t.same_infusion_days]
+        used.update(id(e) for e in members)
+        start = min([e.start for e in members] + [inf.date])
+        units.append(Unit(CAR_T, start, members, procs, inf.date, inf.product))
+    for tx in sorted((p for p in procedures if p.category in rules.transplant.categories),
+                     key=lambda p: p.date):
+        free = [e for e in pool if id(e) not in used]
+        members = _conditioning_for(tx.date, free, rules)
+        used.update(id(e) for e in members)
+        start = min([e.start for e in members] + [tx.date])
+        units.append(Unit(TRANSPLANT, start, members, [tx], tx.date))
+    by_day: dict[dt.date, list[Exposure]] = defaultdict(list)
+    for e in exposures:
+        if id(e) not in used and e.drug_class not in rules.car_t.all_classes:
+            by_day[e.start].append(e)
+    units += [Unit(DRUGS, day, sorted(es, key=lambda e: e.ingredient))
+              for day, es in by_day.items()]
+    order = {CAR_T: 0, TRANSPLANT: 1, DRUGS: 2}
+    return sorted(units, key=lambda u: (u.date, order[u.kind]))
+
+
+# --------------------------------------------------------------------- carry-over
+
+
+def carried_into(boundary: dt.date, exposures: list[Exposure], rules: Rules,
+                 exclude: set[int] | None = None) -> dict[str, dt.date]:
+    """Drugs given before ``boundary`` (ingredient -> last use before it).
+
+    Their later doses, when no gap exceeds ``lines.gap_days``, continue that
+    treatment: they neither start a line nor count as a new drug. They join the
+    first line only when something new starts one (the brief's simple rule).
+    """
+    exclude = exclude or set()
+    out: dict[str, dt.date] = {}
+    for e in exposures:
+        if e.start < boundary and id(e) not in exclude \
+                and e.drug_class not in rules.car_t.all_classes:
+            out[e.ingredient] = max(out.get(e.ingredient, e.last), e.last)
+    return out
+
+
+def _continues(e: Exposure, carried: dict[str, dt.date], gap: int) -> bool:
+    last = carried.get(e.ingredient)
+    return last is not None and (e.start - last).days <= gap
+
+
+# ------------------------------------------------------------------------ the walk
+
+
+class _Walker:
+    """Walks the units in date order and cuts them into lines."""
+
+    def __init__(self, units: list[Unit], carried: dict[str, dt.date], rules: Rules,
+                 spanning: list[Exposure] | None = None) -> None:
+        self.units = units
+        self.spanning = list(spanning or [])  # courses running across the boundary
+        self.rules = rules
+        self.lines: list[Line] = []
+        self.current: Line | None = None
+        self.pending: list[Unit] = []  # steroid-only units waiting for a triggering drug
+        self.carried = dict(carried)
+        self.lr = rules.lines
+
+    def triggering(self, e: Exposure) -> bool:
+        return e.drug_class not in self.lr.non_trigger_classes
+
+    def run(self) -> list[Line]:
+        for i, unit in enumerate(self.units):
+            if unit.kind == DRUGS:
+                self.drugs(unit, i)
+            else:
+                self.procedure_unit(unit)
+        self.close()
+        return self.lines
+
+    # -- opening and closing
+
+    def open(self, unit: Unit) -> None:
+        """Start a line with ``unit``; the carry-over across progression ends here."""
+        self.close()
+        self.carried = {}
+        start = unit.date
+        fresh = [p for p in self.pending
+                 if (unit.date - p.date).days <= self.lr.regimen_window_days]
+        if fresh and unit.kind == DRUGS:
+            start = min(p.date for p in fresh)
+        line = Line(start=start)
+        if unit.kind == DRUGS:
+            for p in fresh:
+                line.add(p)
+        self.pending = []
+        line.add(unit)
+        line.ld_only = unit.kind == DRUGS and bool(unit.exposures) and all(
+            e.ingredient in self.rules.lymphodepletion.ingredients for e in unit.exposures)
+        self.current = line
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.lines.append(self.current)
+            self.spanning = []
+        self.current = None
+
+    # -- CAR-T and transplant units
+
+    def procedure_unit(self, unit: Unit) -> None:
+        cur = self.current
+        window = self.lr.regimen_window_days
+        if unit.kind == CAR_T and cur is not None and cur.ld_only \
+                and (unit.date - cur.start).days <= window:
+            cur.add(unit)
+            cur.ld_only = False
+            return
+        if unit.kind == TRANSPLANT and cur is not None and cur.transplant_dates and \
+                unit.anchor is not None and \
+                (unit.anchor - cur.transplant_dates[-1]).days <= self.rules.transplant.tandem_days:
+            cur.add(unit)
+            return
+        self.open(unit)
+
+    # -- drug units
+
+    def drugs(self, unit: Unit, i: int) -> None:
+        cur = self.current
+        gap = self.lr.gap_days
+        continuing = [e for e in unit.exposures if _continues(e, self.carried, gap)]
+        rest = [e for e in unit.exposures if e not in continuing]
+        for e in continuing:
+            self.carried[e.ingredient] = max(self.carried[e.ingredient], e.last)
+        if cur is None:
+            self._without_line(unit, rest)
+            return
+        if (unit.date - cur.last_activity).days > gap:
+            if self.maintenance(cur, unit, i):
+                cur.add(unit)
+                return
+            self.close()
+            self._without_line(unit, rest)
+            return
+        new = [e for e in rest if self.triggering(e) and e.ingredient not in cur.ingredients]
+        if not new or (unit.date - cur.start).days <= self.lr.regimen_window_days \
+                or self.late_add(cur, unit, new) or self.maintenance(cur, unit, i):
+            cur.add(unit)
+            cur.ld_only = cur.ld_only and all(
+                e.ingredient in self.rules.lymphodepletion.ingredients for e in unit.exposures)
+            return
+        self.open(unit)
+
+    def _without_line(self, unit: Unit, rest: list[Exposure]) -> None:
+        """Drugs with no open line: a new triggering drug opens one, steroids wait.
+
+        ``rest`` are the unit's exposures that do not continue a drug carried
+        across progression; carried doses alone are no line, but join the line
+        that a new drug opens on the same day.
+        """
+        if any(self.triggering(e) for e in rest):
+            self.open(unit)
+            if self.spanning:
+                self.current.exposures += [e for e in self.spanning if e.last >= unit.date]
+                self.spanning = []
+        elif rest:
+            self.pending.append(Unit(DRUGS, unit.date, rest))
+
+    # -- the exceptions that keep a new drug in the line
+
+    def late_add(self, cur: Line, unit: Unit, new: list[Exposure]) -> bool:
+        """LambdaBuilder: an IMiD or PI added early, when the line has none, stays (if on)."""
+        days = self.lr.late_add_days
+        if days <= 0 or (unit.date - cur.start).days > days:
+            return False
+        return all(e.drug_class in self.lr.late_add_classes and e.drug_class not in cur.classes
+                   for e in new)
+
+    def maintenance(self, cur: Line, unit: Unit, i: int) -> bool:
+        """A single maintenance drug after a transplant or a multi-drug regimen."""
+        mr = self.rules.maintenance
+        names = {e.ingredient for e in unit.exposures}
+        if len(names) != 1:
+            return False
+        drug = next(iter(names))
+        if drug not in mr.ingredients and not (
+                drug in mr.ingredients_if_in_previous and drug in cur.ingredients):
+            return False
+        duration = self._single_for(drug, unit.date, i)
+        if duration is None:
+            return False
+        after_tx = bool(cur.transplant_dates) and \
+            (unit.date - cur.transplant_dates[-1]).days <= mr.after_transplant_days \
+            and (mr.min_duration_after_transplant_days <= 0
+                 or duration > mr.min_duration_after_transplant_days)
+        prev_days = (cur.last_activity - cur.start).days
+        multi = len(cur.ingredients | cur.products) >= mr.previous_regimen_min_drugs \
+            and prev_days > mr.previous_regimen_min_days \
+            and (unit.date - cur.last_activity).days <= mr.after_regimen_days \
+            and duration > mr.min_duration_days
+        return after_tx or multi
+
+    def _single_for(self, drug: str, day: dt.date, i: int) -> int | None:
+        """Days ``drug`` is given from ``day`` on, or None if another drug joins it.
+
+        Another drug joins it when it starts within the regimen window while
+        ``drug`` is still being given; one that starts after ``drug`` has stopped
+        leaves it a monotherapy (and starts its own line).
+        """
+        window, gap = self.lr.regimen_window_days, self.lr.gap_days
+        last = max([day] + [e.last for e in self.units[i].exposures if e.ingredient == drug])
+        for u in self.units[i + 1:]:
+            joins = (u.date - day).days <= window and u.date <= last
+            if u.kind != DRUGS:
+                if joins:
+                    return None
+                break
+            if joins and any(e.ingredient != drug for e in u.exposures):
+                return None
+            for e in u.exposures:
+                if e.ingredient == drug and (e.start - last).days <= gap:
+                    last = max(last, e.last)
+        return (last - day).days
+
+
+def finish(lines: list[Line]) -> list[Line]:
+    """Set each line's end: its last administration or procedure, before the next line."""
+    for cur, nxt in zip(lines, lines[1:] + [None], strict=False):
+        end = cur.last_activity
+        if nxt is not None and end >= nxt.start:
+            end = max(cur.start, nxt.start - dt.timedelta(days=1))
+        cur.end = end
+    return lines
+
+
+def build_lines(exposures: list[Exposure], procedures: list[Procedure],
+                infusions: list[Infusion], progression: dt.date, rules: Rules,
+                units: list[Unit] | None = None) -> list[Line]:
+    """The lines of therapy that start on or after ``progression``.
+
+    Exposures before it (bridging, the index CAR-T's lymphodepletion, earlier
+    lines) are not lines; a drug that started before and continues after it
+    joins the first line only when something new starts that line.
+    """
+    if units is None:
+        units = build_units(exposures, procedures, infusions, rules)
+    before = [u for u in units if u.date < progression]
+    after = [u for u in units if u.date >= progression]
+    tagged = {id(e) for u in before if u.kind != DRUGS for e in u.exposures}
+    carried = carried_into(progression, exposures, rules, tagged)
+    spanning = [e for e in exposures if e.start < progression <= e.last and id(e) not in tagged
+                and e.drug_class not in rules.car_t.all_classes]
+    return finish(_Walker(after, carried, rules, spanning).run())
+
+
+def first_later_therapy(exposures: list[Exposure], procedures: list[Procedure],
+                        infusions: list[Infusion], index: Infusion, rules: Rules,
+                        units: list[Unit] | None = None) -> dt.date | None:
+    """The start of the first treatment after the index CAR-T (for the fallback).
+
+    Not counted: the index infusion's own records, steroids alone, and drugs
+    that continue without a gap from before the infusion.
+    """
+    if units is None:
+        units = build_units(exposures, procedures, infusions, rules)
+    index_unit_ids = {id(e) for u in units if u.kind == CAR_T and u.anchor == index.date
+                      for e in u.exposures}
+    before = [u for u in units if u.date <= index.date]
+    tagged = {id(e) for u in before if u.kind != DRUGS for e in u.exposures} | index_unit_ids
+    carried = carried_into(index.date + dt.timedelta(days=1), exposures, rules, tagged)
+    gap = rules.lines.gap_days
+    non_trigger = rules.lines.non_trigger_classes
+    for u in units:
+        if u.date <= index.date or (u.kind == CAR_T and u.anchor == index.date):
+            continue
+        if u.kind != DRUGS:
+            return u.date
+        for e in sorted(u.exposures, key=lambda x: x.start):
+            if _continues(e, carried, gap):
+                carried[e.ingredient] = max(carried[e.ingredient], e.last)
+            elif e.drug_class not in non_trigger:
+                return u.date
+    return None

@@ -1,0 +1,102 @@
+"""Best response and progression-free survival of one line (IMWG from labs)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from connector.cohort.imwg import (
+    RANKS,
+    Assessment,
+    LabBook,
+    assessments,
+    baseline_at,
+    confirmed_best,
+    first_confirmed_pd,
+)
+from connector.cohort.rules import ImwgRules, Rules
+
+
+@dataclass(frozen=True)
+class LineOutcome:
+    best_response: str
+    response_note: str
+    pfs_event_date: dt.date | None
+    pfs_censor_date: dt.date | None
+    pd_date: dt.date | None = None
+
+
+def _within(day: dt.date, start: dt.date, next_start: dt.date | None) -> bool:
+    return day > start and (next_start is None or day < next_start)
+
+
+def _cr_evidence(book: LabBook, start: dt.date, next_start: dt.date | None,
+                 r: ImwgRules) -> tuple[bool, list[str]]:
+    """Whether the line has a negative IFE and a marrow < 5 %; else what is missing."""
+    ife = [c for d, c in book.codes(r.ife_analyte) if _within(d, start, next_start)]
+    marrow = [v for d, v in book.series(r.marrow_analyte) if _within(d, start, next_start)]
+    ife_ok = any(c.casefold() in {n.casefold() for n in r.ife_negative_codes} for c in ife)
+    marrow_ok = any(v < r.cr_marrow_below for v in marrow)
+    missing = []
+    if not ife:
+        missing.append("no immunofixation")
+    if not marrow:
+        missing.append("no marrow assessment")
+    return ife_ok and marrow_ok, missing
+
+
+def _categories(found: list[Assessment], cr_ok: bool) -> list[str]:
+    return ["CR" if a.undetectable and cr_ok else a.category for a in found]
+
+
+def best_response(book: LabBook, start: dt.date, next_start: dt.date | None,
+                  pd_date: dt.date | None, rules: Rules) -> tuple[str, str]:
+    """The best confirmed IMWG category of a line, and a note when it is limited.
+
+    Categories are confirmed by consecutive assessments before the confirmed PD
+    (if any). Disease held stable at two assessments before a confirmed PD is SD
+    (the best the line reached); PD is the best response only when the line
+    progressed before that. CR needs undetectable M-protein, a negative IFE and
+    < 5 % marrow plasma cells during the line; without the IFE or marrow the line stops at
+    VGPR and the note says why (imwg.md: report "≥VGPR by labs" honestly).
+    """
+    r = rules.imwg
+    base = baseline_at(book, start, r.baseline_lookback_days)
+    if base.method(r) is None:
+        return "NE", "no measurable disease at baseline"
+    found = assessments(book, base, start, next_start, r)
+    if len(found) < 2:
+        return "NE", "fewer than two assessments"
+    usable = [a for a in found if pd_date is None or a.day < pd_date]
+    cr_ok, missing = _cr_evidence(book, start, next_start, r)
+    best = confirmed_best(_categories(usable, cr_ok), r.confirmations)
+    if best is not None and RANKS[best] >= RANKS["MR"]:
+        note = ""
+        if best == "VGPR" and missing and \
+                confirmed_best(_categories(usable, True), r.confirmations) == "CR":
+            note = "VGPR or better by labs; CR not determinable: " + ", ".join(missing)
+        return best, note
+    if pd_date is not None and len(usable) < max(1, r.confirmations):
+        return "PD", ""
+    return "SD", ""
+
+
+def line_outcome(book: LabBook, start: dt.date, next_start: dt.date | None,
+                 death: dt.date | None, rules: Rules) -> LineOutcome:
+    """Best response and PFS of the line running from ``start`` to ``next_start``.
+
+    PFS event: the first confirmed PD reading in the line, or death if earlier
+    (death counts only before the next line starts); otherwise censored at the
+    last assessment in the line, or at the start when there is none.
+    """
+    r = rules.imwg
+    base = baseline_at(book, start, r.baseline_lookback_days)
+    pd_date, _ = first_confirmed_pd(book, base, start, next_start, r)
+    best, note = best_response(book, start, next_start, pd_date, rules)
+    death_counts = death is not None and death >= start and (
+        next_start is None or death < next_start)
+    events = [d for d in (pd_date, death if death_counts else None) if d is not None]
+    if events:
+        return LineOutcome(best, note, min(events), None, pd_date)
+    last = book.assessment_dates(start, next_start)
+    return LineOutcome(best, note, None, last[-1] if last else start, pd_date)
