@@ -1,0 +1,211 @@
+"""The map stage: raw_resource → normalized tables, one transaction per site.
+
+A site's normalized rows and its map-stage quarantine are rebuilt as a whole
+(delete, then insert in batches, in one transaction), so a rerun gives the
+same tables and an interrupted run leaves the previous ones in place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from connector.db.models import (
+    LabResult,
+    MedicationExposure,
+    Patient,
+    ProcedureEvent,
+    Quarantine,
+    RawResource,
+    Site,
+)
+from connector.keys import load_secret
+from connector.mapping.codesets import CodeSets, load_codesets
+from connector.mapping.resources import (
+    EVENT_TYPES,
+    BatchValidator,
+    RawRow,
+    SiteMapper,
+    SiteResult,
+    validate_stored,
+)
+from connector.progress import Progress
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 1000
+READ_BATCH = 2000
+FIRST_PASS = ("Patient", "Medication")
+#: Below this many raw rows, validation stays in this process.
+PARALLEL_MIN_ROWS = 20000
+
+TABLES = ("patient", "medication_exposure", "procedure_event", "lab_result")
+
+
+@dataclass
+class MapSummary:
+    """What a map run wrote, for the CLI and for scripts."""
+
+    sites: list[str] = field(default_factory=list)
+    rows: Counter = field(default_factory=Counter)  # table → rows written
+    quarantined: int = 0
+    unmapped: int = 0  # resources of study types whose code matched nothing
+    excluded: int = 0  # resources whose status says the event did not happen
+    duplicates: int = 0  # events collapsed onto an earlier one with the same key
+    ignored: int = 0  # known codes that are not study events (e.g. CAR-T transport)
+    reasons: Counter = field(default_factory=Counter)  # quarantine reason → count
+
+    def add(self, result: SiteResult) -> None:
+        self.sites.append(result.site)
+        self.rows["patient"] += len(result.patients)
+        self.rows["medication_exposure"] += len(result.exposures)
+        self.rows["procedure_event"] += len(result.procedures)
+        self.rows["lab_result"] += len(result.labs)
+        self.quarantined += len(result.quarantine)
+        self.unmapped += result.unmapped_resources
+        self.excluded += sum(result.excluded.values())
+        self.duplicates += result.duplicates
+        self.ignored += result.ignored
+        self.reasons.update(result.reasons)
+
+    def __str__(self) -> str:
+        tables = ", ".join(f"{name} {self.rows[name]}" for name in TABLES)
+        sites = ", ".join(self.sites) or "no sites"
+        return (f"{tables}; {self.quarantined} quarantined, {self.unmapped} unmapped, "
+                f"{self.excluded} excluded by status, {self.duplicates} duplicates "
+                f"collapsed ({sites})")
+
+
+def run_map(engine: Engine, site: str | None = None,
+            progress: Progress | None = None) -> MapSummary:
+    """Rebuild the normalized tables of ``site`` (or of every site in the raw store)."""
+    codesets = load_codesets()
+    secret = load_secret()
+    progress = progress or Progress.silent()
+    sites = [site] if site else raw_sites(engine)
+    summary = MapSummary()
+    total = _count_rows(engine, sites)
+    with validation_pool(total) as validate_many, \
+            progress.task("map", total=total) as advance:
+        for name in sites:
+            result = map_site(engine, name, codesets=codesets, secret=secret, advance=advance,
+                              validate_many=validate_many)
+            summary.add(result)
+            log.info("map %s: %d patients, %d exposures, %d procedures, %d labs, "
+                     "%d quarantined", name, len(result.patients), len(result.exposures),
+                     len(result.procedures), len(result.labs), len(result.quarantine))
+    return summary
+
+
+def map_workers() -> int:
+    """Validation processes: ``COHORT_MAP_WORKERS``, else the CPUs (at most 8)."""
+    configured = os.environ.get("COHORT_MAP_WORKERS", "").strip()
+    if configured:
+        return max(1, int(configured))
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+@contextmanager
+def validation_pool(total_rows: int) -> Iterator[BatchValidator | None]:
+    """Worker processes for R4B validation when the load is worth their start-up.
+
+    R4B validation is most of the map's CPU time; for a large site spreading it
+    over processes shortens the run, while for a small one starting them would
+    cost more than it saves. ``None`` means validate in this process.
+    """
+    workers = map_workers()
+    if workers <= 1 or total_rows < PARALLEL_MIN_ROWS:
+        yield None
+        return
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        def validate_many(items: list[tuple[str, str, int]]) -> list[str | None]:
+            chunk = max(50, len(items) // (workers * 4))
+            return list(executor.map(validate_stored, items, chunksize=chunk))
+
+        yield validate_many
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | None,
+             advance: Callable[[float], None] | None = None,
+             today: dt.date | None = None,
+             validate_many: BatchValidator | None = None) -> SiteResult:
+    """Map one site inside one transaction: read, map, delete the old rows, insert."""
+    advance = advance or (lambda _n=1: None)
+    with engine.begin() as conn:
+        mapper = SiteMapper(codesets, site, secret=secret, today=today or dt.date.today(),
+                            validate_many=validate_many)
+        read = 0
+        for types in (FIRST_PASS, EVENT_TYPES):
+            for row in iter_raw(conn, site, types):
+                mapper.add(row)
+                read += 1
+                advance(1)
+        result = mapper.finish()
+        replace_site_rows(conn, site, result, create_site=read > 0)
+    return result
+
+
+def raw_sites(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return sorted(r[0] for r in conn.execute(select(RawResource.site).distinct()))
+
+
+def _count_rows(engine: Engine, sites: list[str]) -> int:
+    if not sites:
+        return 0
+    with engine.connect() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(RawResource)
+            .where(RawResource.site.in_(sites), RawResource.deleted.is_(False))).scalar_one())
+
+
+def iter_raw(conn: Connection, site: str, types: tuple[str, ...]) -> Iterator[RawRow]:
+    """The site's current (not deleted) resources of ``types``, streamed."""
+    stmt = (
+        select(RawResource.resource_type, RawResource.resource_id, RawResource.version_id,
+               RawResource.content_hash, RawResource.source, RawResource.body)
+        .where(RawResource.site == site, RawResource.deleted.is_(False),
+               RawResource.resource_type.in_(types))
+        .execution_options(yield_per=READ_BATCH)
+    )
+    for r in conn.execute(stmt):
+        yield RawRow(resource_type=r[0], resource_id=r[1], version_id=r[2],
+                     content_hash=r[3], source=r[4] or "", body=r[5])
+
+
+def replace_site_rows(conn: Connection, site: str, result: SiteResult, *,
+                      create_site: bool = True) -> None:
+    """Swap the site's normalized rows and map quarantine for ``result``'s.
+
+    A site with nothing in the raw store gets its rows cleared but no new site row.
+    """
+    conn.execute(delete(Quarantine).where(Quarantine.site == site, Quarantine.stage == "map"))
+    for model in (LabResult, ProcedureEvent, MedicationExposure, Patient):
+        conn.execute(delete(model).where(model.site == site))
+    now = dt.datetime.now(dt.UTC)
+    # Update rather than replace: other stages keep their own columns on the site row.
+    updated = conn.execute(update(Site).where(Site.name == site).values(loaded_at=now))
+    if not updated.rowcount and create_site:
+        conn.execute(insert(Site).values(name=site, loaded_at=now))
+    for model, rows in ((Patient, result.patients), (MedicationExposure, result.exposures),
+                        (ProcedureEvent, result.procedures), (LabResult, result.labs)):
+        insert_batches(conn, model, rows)
+    insert_batches(conn, Quarantine, [dict(q, created_at=now) for q in result.quarantine])
+
+
+def insert_batches(conn: Connection, model: type, rows: list[dict]) -> None:
+    for start in range(0, len(rows), BATCH_SIZE):
+        conn.execute(insert(model), rows[start:start + BATCH_SIZE])

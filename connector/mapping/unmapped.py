@@ -1,0 +1,54 @@
+"""The unmapped-code report: codes seen in study resource types but in no code set.
+
+It is recomputed from the raw store (codes only, no validation), so it always
+matches the current code sets and needs no table of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from connector.mapping.codesets import load_codesets
+from connector.mapping.resources import EVENT_TYPES, SiteMapper, UnmappedKey
+from connector.mapping.run import FIRST_PASS, iter_raw, raw_sites
+
+COLUMNS = ("resource_type", "system", "code", "display", "count")
+
+
+def collect_unmapped(engine: Engine) -> tuple[Counter, dict[UnmappedKey, str]]:
+    """Counts of unmapped codings (and text-only names) over every site."""
+    codesets = load_codesets()
+    counts: Counter = Counter()
+    displays: dict[UnmappedKey, str] = {}
+    with engine.connect() as conn:
+        for site in raw_sites(engine):
+            mapper = SiteMapper(codesets, site, secret=None, today=dt.date.today(),
+                                unmapped_only=True)
+            for types in (FIRST_PASS, EVENT_TYPES):
+                for row in iter_raw(conn, site, types):
+                    mapper.add(row)
+            result = mapper.finish()
+            counts.update(result.unmapped)
+            for key, text in result.unmapped_display.items():
+                if key not in displays or text < displays[key]:
+                    displays[key] = text
+    return counts, displays
+
+
+def write_unmapped(engine: Engine, path: Path | str) -> int:
+    """Write the unmapped-code CSV (most frequent first); returns the number of rows."""
+    counts, displays = collect_unmapped(engine)
+    rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(COLUMNS)
+        for (rtype, system, code, _), n in rows:
+            writer.writerow((rtype, system, code, displays.get((rtype, system, code, _), ""), n))
+    return len(rows)
