@@ -103,3 +103,13 @@ def test_version_ordering():
     assert not is_newer(("1", None), ("10", None))
     assert is_newer((None, "2024-02-01T00:00:00Z"), (None, "2024-01-01T00:00:00+00:00"))
     assert not is_newer((None, "2023-02-01T00:00:00Z"), (None, "2024-01-01T00:00:00Z"))
+
+
+def test_deeply_nested_resource_is_quarantined_not_fatal(engine, tmp_path):
+    nested = (b'{"resourceType":"Patient","id":"deep","extension":'
+              + b'{"x":' * 300 + b"1" + b"}" * 300 + b"}")
+    _write_ndjson(tmp_path / "s" / "site" / "Patient.ndjson",
+                  [_patient("a"), nested, _patient("b")])
+    summary = run_extract(engine, str(tmp_path / "s"))
+    assert [r[2] for r in _rows(engine)] == ["a", "b"]
+    assert summary.quarantined == 1
