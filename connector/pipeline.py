@@ -46,5 +46,24 @@ def analyze(engine: Engine, out: Path, *, progress: Progress | None = None) -> d
     from connector.report import write_report
 
     analysis = run_analysis(engine)
-    write_report(analysis, out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(analysis, out, extra_sections=[_unmapped_section(engine, out)])
     return analysis.results
+
+
+def _unmapped_section(engine: Engine, out: Path):  # noqa: ANN202
+    """The codes seen but not mapped, so a data team knows what to add to mappings/."""
+    import pandas as pd
+
+    from connector.mapping import write_unmapped
+    from connector.report.document import Section
+
+    path = out / "unmapped_codes.csv"
+    n = write_unmapped(engine, path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False).head(30)
+    text = (f"{n} code(s) seen in the extracted resources are not in mappings/ "
+            f"(all of them in unmapped_codes.csv; the 30 most frequent below). "
+            "Add the ones that matter to the study to the code sets, with a source."
+            if n else "Every code seen in the extracted resources is mapped or known.")
+    return Section.from_frame("Unmapped codes", frame, text) if n else Section(
+        "Unmapped codes", [text])
