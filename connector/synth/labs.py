@@ -10,7 +10,10 @@ well inside that category's band, so that no value sits near a threshold:
 * progression: a rise of at least 40 % over the nadir and at least 0.8 g/dL
   (1.3 g/dL from a nadir ≥ 4.5 g/dL; for dFLC at least 160 mg/L), and the next
   assessment, 7-21 days later, is higher still; untreated disease after that
-  only grows (it never falls back, which would read as a response).
+  only grows (it never falls back, which would read as a response);
+* no value exceeds the marker's ceiling (``Marker.cap``): growth stops there, a
+  progression is drawn below it, and a line whose nadir could not progress
+  clearly below it responds at least that much (``Marker.room_for_progression``).
 
 A category counts only when two consecutive assessments are at least that good,
 which is how ``best_of`` reads the labels.
@@ -26,6 +29,12 @@ from connector.synth.course import Assessment
 from connector.synth.params import SynthParams
 
 RANK = {"NE": 0, "PD": 1, "SD": 2, "MR": 3, "PR": 4, "VGPR": 5, "CR": 6}
+
+#: A progression rises at least this fraction over the nadir (IMWG needs 25 %; the
+#: margin covers a nadir read as the lowest *confirmed* value, up to ~6 % higher).
+PD_RISE = 0.40
+#: The confirming assessment is this much higher than the first progressive one.
+CONFIRM_RISE = (1.02, 1.10)
 RESPONSES = ("CR", "VGPR", "PR", "MR", "SD", "PD")
 
 #: (draw low, draw high, hard low, hard high) as fractions of the baseline.
@@ -35,6 +44,12 @@ BANDS: dict[str, tuple[float, float, float, float]] = {
     "MR": (0.55, 0.70, 0.52, 0.73),
     "SD": (0.85, 1.10, 0.83, 1.14),
 }
+
+#: Highest nadir of a line as a fraction of its baseline, by best response (the
+#: baseline itself counts, so SD and PD lines have 1.0).
+NADIR_FRACTION: dict[str, float] = {
+    "CR": 0.0, "VGPR": BANDS["VGPR"][3], "PR": BANDS["PR"][3], "MR": BANDS["MR"][3],
+    "SD": 1.0, "PD": 1.0}
 
 #: Categories passed through on the way down to a deeper response.
 DESCENTS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -53,6 +68,9 @@ class Marker:
 
     serum: bool
     floor: float  # minimum value at a line start (measurable disease)
+    #: Highest value ever drawn (params.burden_ceiling_*): real M-protein rarely passes
+    #: ~10 g/dL, whereas progression after progression would compound without bound.
+    cap: float
     #: Smallest VGPR value. For FLC-only disease it keeps the κ/λ ratio clearly abnormal
     #: (dFLC ≥ 3.6 × the uninvolved chain), so a VGPR never looks like a CR.
     vgpr_floor: float = 0.01
@@ -62,8 +80,14 @@ class Marker:
         return 0.01 if self.serum else 0.1
 
     @property
-    def cap(self) -> float:
-        return 7.5 if self.serum else 6000.0
+    def max_nadir(self) -> float:
+        """The highest nadir from which a clear progression still fits under the cap."""
+        return self.cap / ((1 + PD_RISE) * CONFIRM_RISE[0])
+
+    def room_for_progression(self, baseline: float, category: str) -> bool:
+        """Whether a line of this best response, from this baseline, can progress under
+        the cap (the nadir is at most the baseline times the band's upper edge)."""
+        return baseline * NADIR_FRACTION[category] <= self.max_nadir
 
     def rnd(self, value: float) -> float:
         return round(value, 2) if self.serum else round(value, 1)
@@ -82,15 +106,23 @@ class Marker:
         return self.rnd(min(max(value, lo), hi))
 
     def progression(self, nadir: float, rng: random.Random) -> tuple[float, float]:
-        """The first progressive value and its (higher) confirmation."""
+        """The first progressive value and its (higher) confirmation, under the cap.
+
+        Only when the nadir is above ``max_nadir`` (which the course avoids) would the
+        smallest clear rise have to pass the cap; it then passes it as little as possible.
+        """
         if self.serum:
-            abs_min = 1.0 if nadir >= 4.5 else 0.5
-            rise = max(0.40 * nadir, abs_min + rng.uniform(0.3, 0.8))
+            abs_min = (1.0 if nadir >= 4.5 else 0.5) + 0.3
+            extra = abs_min + rng.uniform(0.0, 0.5)
         else:
-            rise = max(0.40 * nadir, 100.0 + rng.uniform(60.0, 150.0))
-        first = self.rnd(nadir + rise)
-        second = self.rnd(max(first * rng.uniform(1.02, 1.10), self.floor * rng.uniform(1.0, 1.25)))
-        return first, second
+            abs_min = 100.0 + 60.0
+            extra = abs_min + rng.uniform(0.0, 90.0)
+        least = nadir + max(PD_RISE * nadir, abs_min)
+        drawn = nadir + max(PD_RISE * nadir, extra)
+        first = self.rnd(max(least, min(drawn, self.cap / CONFIRM_RISE[0])))
+        second = max(first * rng.uniform(*CONFIRM_RISE), self.floor * rng.uniform(1.0, 1.25))
+        second = min(second, max(self.cap, first * CONFIRM_RISE[0]))
+        return first, self.rnd(second)
 
     def rising(self, value: float, rng: random.Random) -> float:
         """Untreated disease after progression grows, slower near the cap, never falls."""

@@ -26,14 +26,23 @@ class SynthParams:
     """Settings of the generator; the defaults reproduce the committed fixture."""
 
     # -- calendar (assumptions) -------------------------------------------------------
-    data_cutoff: dt.date = _d("2025-06-30")
-    index_date_min: dt.date = _d("2019-01-01")
-    index_date_max: dt.date = _d("2023-12-31")
+    #: The study's era: BCMA CAR-T in trials from ~2017, data cutoff in 2022 (published
+    #: online Nov 2022). Index dates are uniform in the range, but a study patient must
+    #: progress and start a salvage line before the cutoff, so in practice study
+    #: patients are infused by ~16 months before it (2020-12). The range start sets
+    #: the follow-up: calibrated to the published median follow-up of the TCE subgroup,
+    #: 21.3 months (reverse Kaplan-Meier from progression).
+    data_cutoff: dt.date = _d("2022-03-31")
+    index_date_min: dt.date = _d("2018-07-01")
+    index_date_max: dt.date = _d("2021-06-30")
     #: ICD-10-PCS CAR-T codes exist only from these dates (codes.md [S1]); CPT Cat I
     #: 38225/38228 replaced Cat III 0537T/0540T on this date (codes.md [S2, S12]).
     icd10pcs_ide_cel_from: dt.date = _d("2021-10-01")
     icd10pcs_cilta_cel_from: dt.date = _d("2022-02-28")
     cpt_cat1_from: dt.date = _d("2025-01-01")
+    #: Patients still in remission at the cutoff were infused in this last part of the
+    #: index range (and at least 180 days before the cutoff).
+    no_progression_index_window_days: int = 548
 
     # -- patients (assumptions) -------------------------------------------------------
     age_at_index_mean: float = 64.0
@@ -88,12 +97,14 @@ class SynthParams:
     min_follow_up_for_new_line_days: int = 90
     max_lines: int = 10  # published range 1-10
     #: After a confirmed progression on a line, the chance of another line (else best
-    #: supportive care). Calibrated so lines per patient have median 2, mean ~3
-    #: (published: 237 lines / 79 patients, median 2, range 1-10).
+    #: supportive care). Calibrated so lines per patient have median 2, range 1-10
+    #: (published: 237 lines / 79 patients, median 2, range 1-10) with OS ~18 months.
+    #: With a ~21-month follow-up the mean is ~2.2, below the published 3.0: a higher
+    #: value adds few lines (follow-up ends them) and lengthens OS.
     p_next_line: float = 0.82
     #: Chance that a line is T-cell engaging, by line number (last value repeats).
     #: Calibrated to the published 44% of patients ever receiving TCE.
-    p_tce_by_line: tuple[float, ...] = (0.25, 0.20, 0.16, 0.13)
+    p_tce_by_line: tuple[float, ...] = (0.26, 0.23, 0.19, 0.15)
 
     # -- response and PFS per line (class-level values are assumptions) -----------------
     #: Calibrated so first-line ORR ≈ 43% (published 43.4%) and TCE ORR ≈ 90% (published
@@ -124,11 +135,14 @@ class SynthParams:
     high_burden_serum_g_dl: float = 6.0
     high_burden_dflc_mg_l: float = 3000.0
     high_burden_hazard_ratio: float = 4.0
-    #: Above this burden at a line start, a drawn SD or PD becomes MR (PR for FLC-only
-    #: disease): real M-protein rarely exceeds ~10 g/dL, whereas IMWG progression (+25 %
-    #: each time) would compound without bound over many refractory lines.
-    burden_ceiling_serum_g_dl: float = 8.0
-    burden_ceiling_dflc_mg_l: float = 4000.0
+    #: No marker value exceeds these (serum M-protein, dFLC): untreated disease stops
+    #: growing there, progressions are drawn below them, and a line starting so high
+    #: that its nadir could not progress clearly below them turns a drawn SD or PD into
+    #: MR (or MR into PR; FLC-only disease: PR). Real M-protein rarely exceeds ~10 g/dL,
+    #: whereas IMWG progression (+25 % each time) would compound without bound over
+    #: many refractory lines.
+    burden_ceiling_serum_g_dl: float = 7.5
+    burden_ceiling_dflc_mg_l: float = 6000.0
     #: Survival after the last progression when no further line is given.
     bsc_survival_median_days: float = 60.0
     bsc_survival_sigma: float = 0.8

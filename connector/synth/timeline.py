@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from connector.synth import catalog as cat
 from connector.synth.course import Course, Dose, LineTruth, Proc, ordinal
-from connector.synth.labs import DESCENTS, LabTrack, Marker, SegmentResult, best_of
+from connector.synth.labs import DESCENTS, RANK, LabTrack, Marker, SegmentResult, best_of
 from connector.synth.params import SynthParams
 
 DAYS_PER_MONTH = 30.4375
@@ -100,10 +100,10 @@ def setup_marker(course: Course, rng: random.Random, p: SynthParams) -> tuple[Ma
         baseline = round(rng.uniform(*p.flc_only_baseline_dflc_mg_l), 1)
         m0 = 0.0 if rng.random() < 0.5 else rng.uniform(0.1, 0.3)
         course.m_protein_scale = m0 / baseline
-        return Marker(False, p.flc_floor_at_line_start_mg_l,
+        return Marker(False, p.flc_floor_at_line_start_mg_l, p.burden_ceiling_dflc_mg_l,
                       vgpr_floor=round(3.6 * course.uninvolved_flc, 1)), baseline
     baseline = round(rng.uniform(*p.serum_baseline_g_dl), 2)
-    return Marker(True, p.serum_floor_at_line_start_g_dl), baseline
+    return Marker(True, p.serum_floor_at_line_start_g_dl, p.burden_ceiling_serum_g_dl), baseline
 
 
 def draw_response(rng: random.Random, p: SynthParams, group: str,
@@ -118,6 +118,27 @@ def draw_response(rng: random.Random, p: SynthParams, group: str,
     if flc_only:
         descents = tuple(d for d in descents if "MR" not in d) or ((),)
     return category, descents[rng.randrange(len(descents))]
+
+
+def fit_under_ceiling(marker: Marker, baseline: float, category: str,
+                      descent: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """A best response deep enough that the line's progression stays under the cap.
+
+    A line starting near the ceiling with SD or PD would progress above it; such a
+    line gets MR instead (PR for FLC-only disease, which has no MR), or PR when even
+    an MR nadir is too high. Lines starting lower keep their drawn response.
+    """
+    for better in ("MR", "PR"):
+        if marker.room_for_progression(baseline, category) or RANK[category] >= RANK[better]:
+            continue
+        if better == "MR" and not marker.serum:
+            continue
+        category, descent = better, ()
+    return category, descent
+
+
+MAINTENANCE = cat.Regimen("maint", "lenalidomide", "cyclic",
+                          (cat.Component("lenalidomide", cat.ORAL),))
 
 
 # ------------------------------------------------------------------ before index
@@ -256,8 +277,9 @@ class CohortPatient:
     def build_no_progression(self) -> Course:
         """A BCMA CAR-T patient still in remission at the cutoff."""
         rng, p = self.rng, self.p
-        lo = max(ordinal(p.index_date_min), ordinal("2022-07-01"))
-        index = rng.randint(lo, ordinal(p.index_date_max))
+        hi = min(ordinal(p.index_date_max), self.cutoff - 180)
+        lo = min(hi, max(ordinal(p.index_date_min), hi - p.no_progression_index_window_days))
+        index = rng.randint(lo, hi)
         course, track = self._start_course("no_progression", index)
         category = weighted(rng, [("CR", 0.6), ("VGPR", 0.4)])
         descent = DESCENTS[category][rng.randrange(len(DESCENTS[category]))]
@@ -274,7 +296,9 @@ class CohortPatient:
                                         p.car_t_to_progression_sigma))
             latest = min(hi, self.cutoff - int(max(t_prog, 200.0)) - 280)
             if latest >= lo:
-                return rng.randint(lo, latest), t_prog
+                # Exactly one draw whatever the range (randint's may vary), so another
+                # era moves the same courses in time rather than drawing new ones.
+                return lo + int(rng.random() * (latest - lo + 1)), t_prog
         raise Retry("no index date fits")
 
     def _start_course(self, kind: str, index: int) -> tuple[Course, LabTrack]:
@@ -357,9 +381,8 @@ class CohortPatient:
         rng, p = self.rng, self.p
         group = _group(regimen)
         category, descent = draw_response(rng, p, group, course.flc_only)
-        ceiling = p.burden_ceiling_dflc_mg_l if course.flc_only else p.burden_ceiling_serum_g_dl
-        if track.last.value >= ceiling and category in ("SD", "PD"):
-            category, descent = ("PR", ()) if course.flc_only else ("MR", ())
+        category, descent = fit_under_ceiling(track.marker, track.last.value, category,
+                                              descent)
         pfs_days = 0.0 if category == "PD" else lognormal_days(
             rng, p.pfs_median_days[group][category], p.pfs_sigma)
         hazard = p.death_hazard_per_month[group] / DAYS_PER_MONTH
@@ -386,9 +409,10 @@ class CohortPatient:
             course.procs.append(Proc("auto_transplant", start + 2))
             if rng.random() < p.p_lenalidomide_maintenance:
                 m_start = start + 2 + rng.randint(*p.maintenance_start_after_transplant_days)
-                lay_regimen(course, cat.Regimen("maint", "lenalidomide", "cyclic",
-                                                (cat.Component("lenalidomide", cat.ORAL),)),
-                            m_start, stop, line)
+                # Maintenance is for disease that has not progressed: none once the
+                # first PD assessment has been seen (or when it would come first).
+                if seg.pd_day is None or m_start < seg.pd_day:
+                    lay_regimen(course, MAINTENANCE, m_start, stop, line)
         else:
             lay_regimen(course, regimen, start, stop, line)
         course.lines.append(_line_truth(course, line, key, start, seg, transplant))
@@ -422,7 +446,8 @@ class CohortPatient:
 def build_no_car_t(rng: random.Random, p: SynthParams, site: str, with_harvest: bool) -> Course:
     """A myeloma patient treated without any CAR-T (perhaps collected but never infused)."""
     cutoff = ordinal(p.data_cutoff)
-    first = rng.randint(ordinal("2019-06-01"), ordinal("2023-06-30"))
+    hi = min(ordinal(p.index_date_max), cutoff - 365)
+    first = rng.randint(min(ordinal(p.index_date_min), hi), hi)
     birth, gender = demographics(rng, p, first)
     course = Course(kind="no_car_t", site=site, birth_date=birth, gender=gender)
     marker, baseline = setup_marker(course, rng, p)
@@ -443,7 +468,8 @@ def build_no_car_t(rng: random.Random, p: SynthParams, site: str, with_harvest: 
     stop = min(end + rng.randint(30, 120), cutoff)
     day = track.last.day + track.interval()
     while day <= stop:
-        value = marker.rnd(max(marker.step, track.last.value * rng.uniform(0.85, 1.12)))
+        value = marker.rnd(min(marker.cap, max(marker.step,
+                                               track.last.value * rng.uniform(0.85, 1.12))))
         track.add(day, value, "pre")
         day += track.interval()
     course.assessments = track.points
@@ -457,7 +483,8 @@ def build_no_car_t(rng: random.Random, p: SynthParams, site: str, with_harvest: 
 def build_non_bcma(rng: random.Random, p: SynthParams, site: str) -> Course:
     """A lymphoma patient given a CD19 CAR-T (axicabtagene ciloleucel)."""
     cutoff = ordinal(p.data_cutoff)
-    index = rng.randint(ordinal("2020-06-01"), ordinal(p.index_date_max))
+    hi = min(ordinal(p.index_date_max), cutoff - 90)
+    index = rng.randint(min(ordinal(p.index_date_min), hi), hi)
     birth, gender = demographics(rng, p, index)
     course = Course(kind="non_bcma_car_t", site=site, birth_date=birth, gender=gender,
                     myeloma=False)

@@ -53,7 +53,7 @@ def test_ground_truth_schema(which: str, request: pytest.FixtureRequest) -> None
     on_disk = orjson.loads((folder / "ground_truth.json").read_bytes())
     assert on_disk == truth
     assert isinstance(truth["seed"], int) and isinstance(truth["parameters"], dict)
-    assert truth["parameters"]["data_cutoff"] == "2025-06-30"
+    assert truth["parameters"]["data_cutoff"] == "2022-03-31"
     ingredients = set(re.findall(r"`([a-z][a-z ]+)`", DESIGN.split("**Drug classes**")[0]))
     for p in truth["patients"]:
         _check(p, PATIENT_KEYS)
