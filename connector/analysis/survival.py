@@ -159,6 +159,7 @@ def cox_hazard_ratio(frame: pd.DataFrame, duration: str, event: str, flag: str,
         model_data["site"] = data[site].astype(str)
     if cluster:
         model_data["cluster"] = data[cluster].astype(str)
+    model_data = canonical_order(model_data)
     fitter = CoxPHFitter(alpha=alpha)
 
     def fit() -> CoxPHFitter:
@@ -175,6 +176,26 @@ def cox_hazard_ratio(frame: pd.DataFrame, duration: str, event: str, flag: str,
     return estimate(row["exp(coef)"], row[lower], row[upper], n, events=events,
                     p=clean_p(row["p"]), adjusted_for=adjusted,
                     robust_se=bool(cluster), status="ok")
+
+
+def canonical_order(model_data: pd.DataFrame) -> pd.DataFrame:
+    """Rows in an order that depends only on the data, never on ids or input order.
+
+    lifelines' robust (clustered) variance sums in row order, so the last digits of a CI
+    change with the order of rows and the spelling of cluster labels. A merged central
+    database holds pseudonymous keys instead of source ids; ordering rows by their values
+    and naming clusters by their content keeps its results identical to the sites' own.
+    """
+    value_cols = [c for c in ("site", "T", "E", "x") if c in model_data.columns]
+    data = model_data.sort_values(value_cols, kind="mergesort").reset_index(drop=True)
+    if "cluster" not in data.columns:
+        return data
+    signature = data.groupby("cluster", sort=False)[value_cols].apply(
+        lambda rows: tuple(map(tuple, rows.sort_values(value_cols).to_numpy().tolist())))
+    rank = {label: i for i, label in enumerate(sorted(signature.index,
+                                                      key=lambda c: (signature[c], c)))}
+    data["cluster"] = data["cluster"].map(rank)
+    return data.sort_values(["cluster", *value_cols], kind="mergesort").reset_index(drop=True)
 
 
 def tce_exposure_intervals(patients: pd.DataFrame) -> pd.DataFrame:
