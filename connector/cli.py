@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -41,6 +43,21 @@ DbOpt = typer.Option("sqlite:///cohort.db", "--db", envvar="COHORT_DB",
                      help="Database URL: sqlite:///FILE or postgresql://…")
 OutOpt = typer.Option(Path("report"), "--out", "-o", help="Report folder.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+ScopeOpt = typer.Option(None, "--scope", help="FHIR server sources only: 'cohort' (patients "
+                        "with a CAR-T record; the default), 'all' (every resource of the "
+                        "study's types) or 'patients' (patient_ids_file of the site config).")
+BulkOpt = typer.Option(False, "--bulk", help="FHIR server sources only: use Bulk Data $export "
+                       "(resumable; incremental from the previous export's transactionTime).")
+GroupOpt = typer.Option(None, "--group", metavar="ID",
+                        help="Bulk: export Group/ID (implies --bulk).")
+SinceOpt = typer.Option(None, "--since", help="Bulk: _since as a date or instant (default: the "
+                        "previous export's transactionTime); 'full' for a full export.")
+BulkLevelOpt = typer.Option(None, "--bulk-level", help="Bulk: system, patient or group "
+                            "(default: group with --group, else system if offered, else patient).")
+BulkTimeoutOpt = typer.Option(None, "--bulk-timeout", metavar="SECONDS",
+                              help="Bulk: how long to wait for the server's export (default 24 h).")
+WorkDirOpt = typer.Option(None, "--work-dir", help="Bulk: download folder (default: .bulk "
+                          "beside a SQLite database, else in the current directory).")
 
 
 def _progress(quiet: bool) -> Progress:
@@ -50,6 +67,8 @@ def _progress(quiet: bool) -> Progress:
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    # Migration chatter is noise to a data team; show it only with --verbose.
+    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.callback()
@@ -91,24 +110,36 @@ def run(
     db: str = DbOpt,
     out: Path = OutOpt,
     quiet: bool = QuietOpt,
+    scope: str | None = ScopeOpt,
+    bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
+    bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
+    work_dir: Path | None = WorkDirOpt,
 ) -> None:
     """Run every stage: extract, map, derive, analyze, and write the report folder."""
     from connector import pipeline
 
+    extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
     progress = _progress(quiet)
     engine = _open(db)
-    _run_extract(engine, source, site, progress)
-    _run_map(engine, site, progress)
-    _run_derive(engine, site, progress)
-    _run_analyze(engine, out, progress)
+    with _locked(engine, source, site):
+        _run_extract(engine, source, site, progress, scope=scope, **extra)
+        _run_map(engine, site, progress)
+        _run_derive(engine, site, progress)
+        _run_analyze(engine, out, progress)
     del pipeline
 
 
 @app.command()
 def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt,
-            quiet: bool = QuietOpt) -> None:
+            quiet: bool = QuietOpt, scope: str | None = ScopeOpt,
+            bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
+            bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
+            work_dir: Path | None = WorkDirOpt) -> None:
     """Extract FHIR resources from the source into the raw store (with provenance)."""
-    _run_extract(_open(db), source, site, _progress(quiet))
+    extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
+    engine = _open(db)
+    with _locked(engine, source, site):
+        _run_extract(engine, source, site, _progress(quiet), scope=scope, **extra)
 
 
 @app.command("map")
@@ -141,7 +172,96 @@ def analyze(db: str = DbOpt, out: Path = OutOpt, quiet: bool = QuietOpt) -> None
     _run_analyze(_open(db), out, _progress(quiet))
 
 
+@app.command()
+def merge(
+    site_dbs: list[str] = typer.Argument(
+        ..., metavar="SITE_DB...",
+        help="Site databases: SQLite files (or sqlite:///FILE) or postgresql://… URLs "
+             "(one schema per site with ?options=-csearch_path%3DSCHEMA)."),
+    into: str = typer.Option(..., "--into", envvar="COHORT_CENTRAL_DB",
+                             help="The database to merge into: postgresql://… (central) or "
+                                  "sqlite:///FILE (a share file to send)."),
+    site: list[str] = typer.Option(None, "--site", help="Merge only this site (repeatable)."),
+    date_shift_days: int = typer.Option(
+        0, "--date-shift-days", envvar="COHORT_DATE_SHIFT_DAYS",
+        help="Shift every date of a patient by a secret offset within ±N days (intervals "
+             "kept). Needs COHORT_KEY_SECRET_FILE."),
+    allow_unkeyed: bool = typer.Option(
+        False, "--allow-unkeyed",
+        help="Accept patient keys made without a secret (synthetic or test data only)."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Merge site databases into one cohort database, pseudonymized, one site at a time.
+
+    Copies the normalized and derived tables (never raw resources) with every id
+    replaced by a keyed pseudonym and free text removed. A site sent again
+    replaces its own rows only, in one transaction. The key secret comes from
+    the file named by COHORT_KEY_SECRET_FILE, never from the command line.
+    """
+    from connector.keys import SecretError, load_secret
+    from connector.lock import LockHeld
+    from connector.merge import MergeRefused, db_url_of, merge_sites
+
+    try:
+        secret = load_secret()
+        sources = [_open(db_url_of(spec)) for spec in site_dbs]
+    except (SecretError, MergeRefused) as exc:
+        _fail(str(exc), EXIT_USAGE)
+    target = _open(into)
+    try:
+        done = merge_sites(target, sources, sites=site or None, secret=secret,
+                           date_shift_days=date_shift_days, allow_unkeyed=allow_unkeyed,
+                           progress=_progress(quiet))
+    except MergeRefused as exc:
+        _fail(f"merge refused, nothing written: {exc}", EXIT_USAGE)
+    except LockHeld as exc:
+        _fail(f"{exc}; nothing merged (exit {EXIT_LOCKED}: try again later)", EXIT_LOCKED)
+    for d in done:
+        rows = ", ".join(f"{n} {t}" for t, n in d.rows.items())
+        typer.echo(f"merge: site {d.site} from {d.source}: {rows}"
+                   f" (keyed: {'yes' if d.keyed else 'NO'}, date shift ±{d.date_shift_days} d)")
+
+
+@app.command()
+def status(
+    db: str = DbOpt,
+    site: list[str] = typer.Option(None, "--site", help="Only this site (repeatable)."),
+    runs: int = typer.Option(5, "--runs", help="How many recent runs to show per site."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    fail_on_error: bool = typer.Option(
+        False, "--fail-on-error",
+        help="Exit 1 when a site's newest run failed or was interrupted (for monitoring)."),
+) -> None:
+    """Show each site's recent runs, counts, watermarks, failures and whether one is running."""
+    import json
+
+    from connector.status import collect_status, format_status, status_dict
+
+    if db.startswith("sqlite:///") and not Path(db.removeprefix("sqlite:///")).exists():
+        _fail(f"no database at {db}", EXIT_USAGE)
+    statuses = collect_status(_open(db), sites=site or None, last=max(runs, 1))
+    if as_json:
+        typer.echo(json.dumps(status_dict(statuses), indent=2))
+    else:
+        typer.echo(format_status(statuses))
+    if fail_on_error and not all(s.healthy for s in statuses):
+        raise typer.Exit(EXIT_FAILED)
+
+
 # ----------------------------------------------------------------- helpers
+
+
+@contextmanager
+def _locked(engine, source: str | None, site: str | None) -> Iterator[None]:  # noqa: ANN001
+    """Hold the lock of every site the run writes; exit 4 if another run holds one."""
+    from connector.lock import LockHeld, site_locks, sites_for_source
+
+    try:
+        with site_locks(engine, sites_for_source(source, site)):
+            yield
+    except LockHeld as exc:
+        _fail(f"{exc}; not starting (exit {EXIT_LOCKED}: try again when it has finished)",
+              EXIT_LOCKED)
 
 
 def _open(db: str):  # noqa: ANN202
@@ -153,13 +273,33 @@ def _open(db: str):  # noqa: ANN202
         _fail(f"cannot open database: {type(exc).__name__}: {exc}", EXIT_USAGE)
 
 
-def _run_extract(engine, source: str, site: str | None, progress: Progress) -> None:  # noqa: ANN001
-    from connector import pipeline
+def _bulk_options(bulk: bool, group: str | None, since: str | None, level: str | None,
+                  timeout: float | None, work_dir: Path | None) -> dict:
+    """The Bulk Data options for extract (``--group`` implies ``--bulk``)."""
+    given = {"group": group, "since": since, "bulk_level": level, "bulk_timeout": timeout,
+             "work_dir": str(work_dir) if work_dir else None}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not (bulk or group):
+        if given:
+            _fail(f"--{next(iter(given)).replace('_', '-')} applies to Bulk Data export; add "
+                  "--bulk", EXIT_USAGE)
+        return {}
+    return {"bulk": True, **given}
 
+
+def _run_extract(engine, source: str, site: str | None, progress: Progress,  # noqa: ANN001
+                 scope: str | None = None, **extra: object) -> None:
+    from connector import pipeline
+    from connector.fhir.errors import FhirSourceError, SiteConfigError
+
+    options = {"scope": scope} if scope else {}
+    options.update(extra)
     try:
-        summary = pipeline.extract(engine, source, site=site, progress=progress)
-    except FileNotFoundError as exc:
+        summary = pipeline.extract(engine, source, site=site, progress=progress, **options)
+    except (FileNotFoundError, SiteConfigError) as exc:
         _fail(str(exc), EXIT_USAGE)
+    except FhirSourceError as exc:
+        _fail(str(exc), EXIT_SOURCE)
     typer.echo(f"extract: {summary.read} read, {summary.counts.stored} stored, "
                f"{summary.quarantined} quarantined ({', '.join(summary.sites)})")
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 from connector.db import models  # noqa: F401  (registers the tables)
 
@@ -35,8 +35,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
 
 
 def init_db(engine: Engine) -> None:
-    """Create any missing tables (idempotent)."""
-    SQLModel.metadata.create_all(engine)
+    """Bring the database to the newest schema revision (idempotent, safe to run concurrently).
+
+    Alembic migrations rather than ``create_all``, so a site database made by an
+    older version gains new columns instead of silently missing them, and a
+    central PostgreSQL database can be upgraded in place.
+    """
+    from connector.db.migrations import migrate
+
+    migrate(engine)
 
 
 @contextmanager

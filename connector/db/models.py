@@ -99,6 +99,47 @@ class SyncState(SQLModel, table=True):
     updated_at: dt.datetime = Field(default_factory=_utcnow)
 
 
+class BulkJob(SQLModel, table=True):
+    """One Bulk Data ``$export`` job: what a rerun needs to resume it (connector.extract.bulk)."""
+
+    __tablename__ = "bulk_job"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    request_key: str = ""  # level, group, types, filters: a rerun resumes only the same request
+    kickoff_url: str = ""
+    kickoff_method: str = "GET"
+    kickoff_params: str = "[]"  # JSON [[name, value], ...] as sent; never credentials
+    since: str | None = None  # the _since sent, if any
+    status_url: str | None = None
+    next_url: str | None = None  # the next manifest page still to read, if the server pages
+    transaction_time: str | None = None
+    manifest_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    state: str = "kickoff"  # kickoff | polling | downloading | loaded | done | failed | abandoned
+    message: str = ""
+    run_id: int | None = None  # the extract_run that started it
+    created_at: dt.datetime = Field(default_factory=_utcnow)
+    updated_at: dt.datetime = Field(default_factory=_utcnow)
+
+
+class BulkFile(SQLModel, table=True):
+    """One file of an export's manifest and whether it is in the raw store yet."""
+
+    __tablename__ = "bulk_file"
+    __table_args__ = (UniqueConstraint("job_id", "url"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="bulk_job.id", index=True)
+    kind: str = "output"  # output | error | deleted
+    resource_type: str = ""
+    url: str
+    expected_count: int | None = None  # the manifest's count, when it gives one
+    lines_loaded: int = 0
+    bytes_downloaded: int = 0
+    done: bool = False  # set in the same transaction that stored its lines
+    loaded_at: dt.datetime | None = None
+
+
 # -------------------------------------------------------------------- normalized
 
 
@@ -107,6 +148,11 @@ class Site(SQLModel, table=True):
 
     name: str = Field(primary_key=True)
     loaded_at: dt.datetime = Field(default_factory=_utcnow)
+    # Set by ``cohort merge`` (connector.merge) on the rows it writes:
+    pseudonymized: bool = False  # source ids replaced by keys; safe to leave the site
+    key_fingerprint: str | None = None  # of the site secret; None = unkeyed
+    date_shift_days: int = 0  # dates shifted per patient within ±N days; 0 = not shifted
+    merged_at: dt.datetime | None = None
 
 
 class Patient(SQLModel, table=True):

@@ -46,8 +46,17 @@ def run_extract(engine: Engine, source: str, *, site: str | None = None,
                 progress: Progress | None = None, **options: object) -> ExtractSummary:
     """Extract from ``source`` into the raw store of ``engine``."""
     kind = source_kind(source)
+    bulk = bool(options.pop("bulk", False))
     if kind == "folder":
+        if bulk:
+            from connector.fhir.errors import SiteConfigError
+
+            raise SiteConfigError("--bulk needs a FHIR server: --source URL or a site config")
         return extract_folder(engine, Path(source), site=site, progress=progress)
+    if bulk:  # Bulk Data $export (connector.extract.bulk)
+        from connector.extract.bulk import extract_bulk
+
+        return extract_bulk(engine, source, site=site, progress=progress, **options)
     from connector.extract import remote  # the FHIR client stack, imported only when needed
 
     return remote.extract_remote(engine, source, site=site, progress=progress, **options)

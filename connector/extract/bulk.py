@@ -1,0 +1,775 @@
+"""Bulk Data ``$export`` extraction into the raw store, resumable at every step.
+
+``extract_bulk`` is what ``run_extract(..., bulk=True)`` calls for ``--source URL`` or
+``--source site.toml``. A run:
+
+1. picks the level (``--group ID``: Group; else system if the CapabilityStatement
+   offers it, else Patient; ``bulk_level`` forces one) and asks for the study's
+   resource types (``_type``), the changes since the previous export of the same
+   request (``_since`` = that manifest's ``transactionTime``) and, when the site
+   config names Observation categories, ``_typeFilter=Observation?category=…``;
+2. records the job in ``bulk_job`` before and after the kick-off, so the status URL
+   survives an interruption;
+3. polls the status URL (``connector.fhir.bulk``) with X-Progress on the display;
+4. records every manifest file in ``bulk_file`` and, one file at a time, downloads
+   it to ``<work dir>/<site>/job-<id>/`` (a ``.part`` file renamed when complete),
+   then loads it through ``RawStore`` in one transaction that also marks the file
+   done, after checking its line count against the manifest's ``count``. A rerun
+   skips done files and loads a complete file left on disk without downloading it;
+5. keeps the OperationOutcomes of error files in ``quarantine`` (stage ``extract``,
+   type ``OperationOutcome``, the reason naming the severity) and marks the
+   resources of ``deleted`` files deleted;
+6. fetches by id (REST) the Medication resources that administrations reference and
+   that the export did not contain (Patient and Group exports cover the Patient
+   compartment only, and Medication is outside it);
+7. deletes the job on the server, moves the ``sync_state`` watermark (mode ``bulk``)
+   to the manifest's ``transactionTime`` and removes the job's folder.
+
+``load_ndjson_export`` loads a folder of NDJSON files through the same loader
+without a server (the benchmark's entry point).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import logging
+import re
+import shutil
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from connector.db.models import BulkFile, BulkJob, RawResource, SyncState
+from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
+from connector.extract.run import ExtractSummary, _finish_run, _merge_counts, _start_run
+from connector.extract.store import RawStore, StoreCounts
+from connector.fhir.bulk import (
+    BulkClient,
+    BulkExportError,
+    BulkJobGone,
+    BulkTimeout,
+    ExportRequest,
+    Manifest,
+    PollPolicy,
+)
+from connector.fhir.client import FhirClient, outcome_text, to_instant
+from connector.fhir.config import SiteConfig, config_for_url, load_site_config, with_options
+from connector.fhir.errors import FhirSourceError, SiteConfigError
+from connector.progress import Progress
+
+log = logging.getLogger(__name__)
+
+OPEN_STATES = ("kickoff", "polling", "downloading", "loaded")
+MODE = "bulk"
+#: Resource types outside the Patient compartment: not asked of Patient/Group exports.
+NON_COMPARTMENT = frozenset({"Medication"})
+MEDICATION_BATCH = 50
+_SEVERITY_ORDER = ("fatal", "error", "warning", "information")
+
+
+@dataclass
+class BulkSettings:
+    """Everything about one bulk run that the site config does not hold."""
+
+    level: str | None = None  # system | patient | group; None = choose (see module doc)
+    group_id: str | None = None
+    since: str | None = None  # explicit _since; "full" = a full export whatever the watermark
+    type_filters: tuple[str, ...] = ()
+    method: str = "GET"
+    partial_manifests: bool = False
+    work_dir: Path | None = None
+    keep_files: bool = False
+    hydrate: bool = True
+    poll: PollPolicy = field(default_factory=PollPolicy)
+
+
+class _CountMismatch(Exception):
+    def __init__(self, lines: int) -> None:
+        super().__init__(lines)
+        self.lines = lines
+
+
+class _Corrupt(Exception):
+    """A downloaded file cannot be read to its end (a gzip stream cut short)."""
+
+
+# ------------------------------------------------------------------- the run
+
+
+class BulkExtraction:
+    """One bulk export run for one site."""
+
+    def __init__(self, engine: Engine, config: SiteConfig, client: FhirClient,
+                 settings: BulkSettings, progress: Progress | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.client = client
+        self.settings = settings
+        self.progress = progress or Progress.silent()
+        self.bulk = BulkClient(client, policy=settings.poll)
+        self.site = config.name
+        self.counts = StoreCounts()
+        self.read = 0
+        self.outcomes: Counter = Counter()
+        self.files_loaded = 0
+        self.files_before = 0
+        self.downloads = 0
+        self.hydrated = 0
+        self.resumed = False
+        self.level = ""
+        self.types: tuple[str, ...] = ()
+        self._requests: dict[int, ExportRequest] = {}
+        self.token = True
+        self.work_root = Path(settings.work_dir) if settings.work_dir else default_work_dir(engine)
+
+    # -- entry -----------------------------------------------------------------
+
+    def run(self) -> ExtractSummary:
+        run_id = _start_run(self.engine, self.site, self.config.base_url, mode=MODE)
+        job: BulkJob | None = None
+        try:
+            job = self._extract(run_id)
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, FhirSourceError | SiteConfigError) \
+                else type(exc).__name__
+            _finish_run(self.engine, run_id, self.counts, status="failed",
+                        message=message[:2000], retries=self.client.stats.retries)
+            raise
+        _finish_run(self.engine, run_id, self.counts, status="ok",
+                    message=self._summary_text(job), retries=self.client.stats.retries)
+        log.info("bulk extract %s: %s", self.site, self._summary_text(job))
+        return ExtractSummary(sites=[self.site], read=self.read, counts=self.counts)
+
+    def _extract(self, run_id: int) -> BulkJob:
+        request = self._request()
+        job = self._resume_or_new(request, run_id)
+        for attempt in (1, 2):
+            try:
+                self._advance(job)
+                return job
+            except BulkTimeout:
+                raise  # the job is kept: the next run polls it again
+            except BulkJobGone as exc:
+                if attempt == 2 or job.state not in ("polling", "downloading"):
+                    raise
+                log.warning("export job #%d is gone on the server (%s); starting a new export "
+                            "(files already loaded are not loaded twice)", job.id, exc)
+                self._update(job, state="abandoned", message=str(exc)[:500])
+                self._remove_dir(job)
+                job = self._new_job(_replace_since(request, job.since), run_id)
+            except BulkExportError as exc:
+                # the server failed the job (or its files are unreadable): the next run
+                # starts a new export instead of polling this one again
+                self._update(job, state="failed", message=str(exc)[:2000])
+                self._remove_dir(job)
+                raise
+        raise AssertionError("unreachable")
+
+    # -- the request -------------------------------------------------------------
+
+    def _request(self) -> ExportRequest:
+        s = self.settings
+        level = s.level or ("group" if s.group_id else None)
+        if level == "group" and not s.group_id:
+            raise SiteConfigError("a Group export needs the group's id (--group ID)")
+        if s.group_id and level != "group":
+            raise SiteConfigError(f"--group applies to a Group export, not a {level}-level one")
+        if level is None:
+            levels = self.bulk.export_levels()
+            if levels is None or "system" in levels:
+                level = "system"
+            elif "patient" in levels:
+                level = "patient"
+            else:
+                self.bulk.check_level("system")
+        else:
+            self.bulk.check_level(level)
+        assert level is not None
+        self.level = level
+        self.types = types = tuple(t for t in self.config.resource_types
+                      if level == "system" or t not in NON_COMPARTMENT)
+        filters = list(s.type_filters)
+        for category in self.config.quirks.observation_categories:
+            if "Observation" in types:
+                filters.append(f"Observation?category={category}")
+        request = ExportRequest(level=level, group_id=s.group_id, types=types,
+                                type_filters=tuple(filters), method=s.method,
+                                partial_manifests=s.partial_manifests)
+        return _replace_since(request, self._since(request))
+
+    def _since(self, request: ExportRequest) -> str | None:
+        explicit = self.settings.since
+        if explicit is not None:
+            if explicit.strip().lower() in ("full", "none", ""):
+                return None
+            instant = to_instant(explicit.strip())
+            if instant is None:
+                raise SiteConfigError(f"--since {explicit!r}: give a date (2024-01-31) or an "
+                                      "instant (2024-01-31T12:00:00Z), or 'full'")
+            return instant
+        with self.engine.connect() as conn:
+            return conn.execute(select(SyncState.watermark).where(
+                SyncState.site == self.site, SyncState.mode == MODE,
+                SyncState.resource_type == request_key(request))).scalar()
+
+    # -- jobs --------------------------------------------------------------------
+
+    def _resume_or_new(self, request: ExportRequest, run_id: int) -> BulkJob:
+        key = request_key(request)
+        with self.engine.connect() as conn:
+            open_jobs = list(conn.execute(select(BulkJob).where(
+                BulkJob.site == self.site, BulkJob.state.in_(OPEN_STATES))
+                .order_by(BulkJob.id.desc())).mappings())
+        jobs = [BulkJob(**row) for row in open_jobs]
+        for stale in jobs[1:]:
+            self._abandon(stale, "superseded by a newer unfinished export")
+        job = jobs[0] if jobs else None
+        if job is not None:
+            same_since = self.settings.since is None or job.since == request.since
+            if job.request_key == key and same_since:
+                self.resumed = True
+                with self.engine.connect() as conn:
+                    self.files_before = len(conn.execute(select(BulkFile.id).where(
+                        BulkFile.job_id == job.id, BulkFile.done.is_(True))).all())
+                log.info("resuming export job #%d (%s; %d files loaded before)", job.id,
+                         job.state, self.files_before)
+                if job.manifest_json:
+                    self.token = Manifest.parse(orjson.loads(job.manifest_json),
+                                                job.status_url or "").requires_access_token
+                return job
+            self._abandon(job, "a different export was asked for")
+        return self._new_job(request, run_id)
+
+    def _new_job(self, request: ExportRequest, run_id: int) -> BulkJob:
+        values = {
+            "site": self.site, "request_key": request_key(request),
+            "kickoff_url": self.client.url(request.path), "kickoff_method": request.method,
+            "kickoff_params": orjson.dumps(request.params()).decode(), "since": request.since,
+            "state": "kickoff", "message": "", "run_id": run_id,
+            "created_at": _utcnow(), "updated_at": _utcnow(),
+        }
+        with self.engine.begin() as conn:
+            job_id = int(conn.execute(insert(BulkJob).values(**values)).inserted_primary_key[0])
+        self._requests[job_id] = request
+        return BulkJob(id=job_id, **values)
+
+    def _abandon(self, job: BulkJob, why: str) -> None:
+        log.info("abandoning unfinished export job #%d: %s", job.id, why)
+        if job.status_url:
+            self.bulk.delete(job.status_url)
+        self._update(job, state="abandoned", message=why)
+        self._remove_dir(job)
+
+    def _update(self, job: BulkJob, **values: Any) -> None:
+        values["updated_at"] = _utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(update(BulkJob).where(BulkJob.id == job.id).values(**values))
+        for name, value in values.items():
+            setattr(job, name, value)
+
+    # -- the steps ---------------------------------------------------------------
+
+    def _advance(self, job: BulkJob) -> None:
+        if job.state == "kickoff":
+            request = self._requests.get(job.id) or _replace_since(self._request(), job.since)
+            status_url = self.bulk.kickoff(request)
+            self._update(job, status_url=status_url, state="polling",
+                         kickoff_params=orjson.dumps(request.params()).decode())
+            log.info("export job #%d started (%s level)", job.id, self.level)
+        if job.state == "polling":
+            assert job.status_url
+            manifest = self._wait(job, job.status_url)
+            self._take(job, manifest)
+            self._update(job, state="downloading")
+        if job.state == "downloading":
+            while True:
+                self._download_pending(job)
+                if not job.next_url:
+                    break
+                self._take(job, self._wait(job, job.next_url))
+            self._update(job, state="loaded")
+        if job.state == "loaded":
+            if self.settings.hydrate and "Medication" not in self.types:
+                self._hydrate()
+            if job.status_url:
+                self.bulk.delete(job.status_url)
+            if job.transaction_time:
+                with self.engine.begin() as conn:
+                    save_watermark(conn, self.site, job.request_key, job.transaction_time)
+            self._update(job, state="done", message=self._summary_text(job))
+            self._remove_dir(job)
+
+    def _wait(self, job: BulkJob, url: str) -> Manifest:
+        with _poll_display(self.progress) as show:
+            def early_files(manifest: Manifest) -> None:
+                show("downloading the files listed so far")
+                self._take(job, manifest, partial=True)
+
+            return self.bulk.wait_for(url, on_progress=show, on_manifest=early_files)
+
+    def _take(self, job: BulkJob, manifest: Manifest, *, partial: bool = False) -> None:
+        """Record a manifest's files (new ones only); a partial one is downloaded at once."""
+        if manifest.next_url:
+            self.bulk.check_origin(manifest.next_url, "manifest link")
+        self.token = manifest.requires_access_token
+        with self.engine.begin() as conn:
+            known = {r[0] for r in conn.execute(select(BulkFile.url).where(
+                BulkFile.job_id == job.id))}
+            rows = [{"job_id": job.id, "kind": f.kind, "resource_type": f.type, "url": f.url,
+                     "expected_count": f.count, "lines_loaded": 0, "bytes_downloaded": 0,
+                     "done": False} for f in manifest.files if f.url not in known]
+            if rows:
+                conn.execute(insert(BulkFile), rows)
+        self._update(job, transaction_time=job.transaction_time or manifest.transaction_time,
+                     manifest_json=orjson.dumps(manifest.raw).decode(),
+                     next_url=None if partial else manifest.next_url)
+        if partial:
+            self._download_pending(job, bar=False)  # the polling spinner is on screen
+
+    # -- files -------------------------------------------------------------------
+
+    def _download_pending(self, job: BulkJob, *, bar: bool = True) -> None:
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(select(BulkFile).where(BulkFile.job_id == job.id)
+                                     .order_by(BulkFile.id)).mappings())
+        files = [BulkFile(**r) for r in rows]
+        pending = [f for f in files if not f.done]
+        if not pending:
+            return
+        progress = self.progress if bar else Progress.silent()
+        with progress.task("bulk", total=len(pending)) as advance:
+            for f in pending:
+                self._fetch_and_load(job, f)
+                advance(1)
+
+    def _fetch_and_load(self, job: BulkJob, f: BulkFile) -> None:
+        """Download (unless a killed run left the whole file) and load one file.
+
+        A line count that differs from the manifest's, or a gzip stream cut short,
+        means a bad download: the file is fetched again (three downloads at most). The
+        same differing count twice means the server's count is off: loaded as it is.
+        """
+        dest = self._job_dir(job) / _file_name(f)
+        path = _complete_file(dest)
+        if path is not None:
+            size = path.stat().st_size
+            log.info("%s file: loading the copy a previous run downloaded", f.resource_type)
+        else:
+            path, size = self._download(f, dest)
+        expect, previous, downloads = f.expected_count, None, 1
+        while True:
+            try:
+                n = self._load(f, path, expect=expect, size=size)
+                break
+            except _CountMismatch as exc:
+                if exc.lines == previous:
+                    log.warning("%s file: %d lines where the manifest says %s, twice; loading "
+                                "it as it is", f.resource_type, exc.lines, expect)
+                    expect = None
+                    continue
+                previous = exc.lines
+                why = f"{exc.lines} lines where the manifest says {expect}"
+            except _Corrupt:
+                why = "the gzip stream is cut short"
+            if downloads >= 3:
+                raise BulkExportError(f"the {f.resource_type or f.kind} file of the export "
+                                      f"could not be read whole ({why}, {downloads} downloads)")
+            log.info("%s file: %s; downloading it again", f.resource_type or f.kind, why)
+            path.unlink(missing_ok=True)
+            path, size = self._download(f, dest)
+            downloads += 1
+        if not self.settings.keep_files:
+            path.unlink(missing_ok=True)
+        self.files_loaded += 1
+        if f.kind == "output":
+            self.read += n
+
+    def _download(self, f: BulkFile, dest: Path) -> tuple[Path, int]:
+        got = self.bulk.download(f.url, dest, with_token=self.token)
+        self.downloads += 1
+        return got.path, got.bytes
+
+    def _load(self, f: BulkFile, path: Path, *, expect: int | None, size: int) -> int:
+        """Load one file and mark it done, in one transaction (all or nothing)."""
+        counts = StoreCounts()
+        outcomes: Counter = Counter()
+        with self.engine.begin() as conn:
+            store = RawStore(conn)
+            store.counts = counts
+            n = load_export_file(store, path, kind=f.kind, site=self.site,
+                                 source=f"$export {f.resource_type or f.kind}", outcomes=outcomes)
+            store.flush()
+            if expect is not None and n != expect:
+                raise _CountMismatch(n)
+            conn.execute(update(BulkFile).where(BulkFile.id == f.id).values(
+                done=True, lines_loaded=n, bytes_downloaded=size, loaded_at=_utcnow()))
+        _merge_counts(self.counts, counts)
+        self.outcomes.update(outcomes)
+        return n
+
+    def _job_dir(self, job: BulkJob) -> Path:
+        return self.work_root / _safe(self.site) / f"job-{job.id}"
+
+    def _remove_dir(self, job: BulkJob) -> None:
+        if not self.settings.keep_files:
+            shutil.rmtree(self._job_dir(job), ignore_errors=True)
+
+    # -- Medication references ---------------------------------------------------
+
+    def _hydrate(self) -> None:
+        """Fetch by id the Medications that stored administrations reference and lack."""
+        if "Medication" not in self.config.resource_types:
+            return
+        wanted = referenced_medications(self.engine, self.site, self.config.base_url)
+        missing = sorted(wanted - stored_ids(self.engine, self.site, "Medication"))
+        if not missing:
+            return
+        caps = self.client.capabilities()
+        if not caps.searchable("Medication"):
+            log.warning("%d referenced Medication resources are missing and the server "
+                        "offers no Medication search", len(missing))
+            return
+        for start in range(0, len(missing), MEDICATION_BATCH):
+            batch = missing[start:start + MEDICATION_BATCH]
+            for page in self.client.search("Medication", [("_id", ",".join(batch))]):
+                counts = StoreCounts()
+                with self.engine.begin() as conn:
+                    store = RawStore(conn)
+                    store.counts = counts
+                    for resource in page.resources:
+                        store.add(resource, site=self.site, source="Medication?_id")
+                    store.flush()
+                _merge_counts(self.counts, counts)
+                self.hydrated += len(page.resources)
+        log.info("fetched %d of %d referenced Medication resources the export lacked",
+                 self.hydrated, len(missing))
+
+    # -- run record ----------------------------------------------------------------
+
+    def _summary_text(self, job: BulkJob | None) -> str:
+        parts = [f"level={self.level}"]
+        if job is not None:
+            parts.append(f"job #{job.id}{' (resumed)' if self.resumed else ''}")
+            parts.append(f"since={job.since or 'full export'}")
+            if job.transaction_time:
+                parts.append(f"transactionTime={job.transaction_time}")
+        parts.append(f"{self.files_loaded} files loaded ({self.downloads} downloads)")
+        if self.files_before:
+            parts.append(f"{self.files_before} loaded by an earlier run")
+        parts.append(f"{self.read} resources read")
+        if self.hydrated:
+            parts.append(f"{self.hydrated} Medication fetched by id")
+        if self.outcomes:
+            shown = ", ".join(f"{n} {sev}" for sev, n in sorted(self.outcomes.items()))
+            parts.append(f"export outcomes: {shown} (kept in quarantine)")
+        stats = self.client.stats
+        parts.append(f"{stats.requests} requests, {stats.retries} retries")
+        return "; ".join(parts)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load_export_file(store: RawStore, path: Path, *, kind: str, site: str, source: str,
+                     outcomes: Counter | None = None) -> int:
+    """Feed one downloaded export file into ``store``; returns its number of lines.
+
+    ``output``: resources. ``error``: OperationOutcomes, each kept in quarantine with
+    its severity and text. ``deleted``: Bundles whose DELETE entries mark stored
+    resources deleted. Raises ``_Corrupt`` when a gzip file ends early.
+    """
+    n = 0
+    try:
+        for line in iter_lines(path):
+            n += 1
+            if kind == "output":
+                store.add_raw(line, site=site, source=source)
+            elif kind == "error":
+                _add_outcome(store, line, site=site, source=source, outcomes=outcomes)
+            else:
+                _add_deleted(store, line, site=site, source=source)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise _Corrupt(str(exc)) from None
+    return n
+
+
+def _add_outcome(store: RawStore, line: bytes, *, site: str, source: str,
+                 outcomes: Counter | None) -> None:
+    try:
+        body = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        store.quarantine(line, site=site, source=source,
+                         reason="export error file: a line that is not an OperationOutcome")
+        return
+    severities = [str(i.get("severity") or "error") for i in body.get("issue") or []
+                  if isinstance(i, dict)] or ["error"]
+    severity = min(severities, key=lambda s: _SEVERITY_ORDER.index(s)
+                   if s in _SEVERITY_ORDER else 1)
+    if outcomes is not None:
+        outcomes[severity] += 1
+    store.quarantine(line, site=site, source=source, resource_type="OperationOutcome",
+                     reason=f"bulk export {severity}: {outcome_text(body)}"[:500])
+
+
+def _add_deleted(store: RawStore, line: bytes, *, site: str, source: str) -> None:
+    try:
+        bundle = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        bundle = None
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        store.quarantine(line, site=site, source=source,
+                         reason="export deleted file: a line that is not a Bundle")
+        return
+    for entry in bundle.get("entry") or []:
+        request = entry.get("request") if isinstance(entry, dict) else None
+        if not isinstance(request, dict) or str(request.get("method", "")).upper() != "DELETE":
+            continue
+        m = re.search(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$",
+                      str(request.get("url") or ""))
+        if m:
+            store.mark_deleted(site=site, resource_type=m.group(1), resource_id=m.group(2),
+                               source=source)
+
+
+def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
+                       progress: Progress | None = None) -> ExtractSummary:
+    """Load a folder of export files (``<Type>.ndjson`` / ``.ndjson.gz``, as a server's
+    manifest lists them) through the bulk loader, one transaction per file; no server.
+
+    Files named ``*OperationOutcome*`` or ``error*`` are read as error files. This is
+    the path whose memory ``make bench`` measures: it stays flat however large the
+    files, because lines are streamed and written in batches.
+    """
+    root = Path(folder)
+    files = sorted(p for p in (root.rglob("*") if root.is_dir() else [root])
+                   if p.is_file() and p.name.endswith(NDJSON_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"no NDJSON files under {root}")
+    progress = progress or Progress.silent()
+    summary = ExtractSummary(sites=[site])
+    run_id = _start_run(engine, site, str(root), mode=MODE)
+    outcomes: Counter = Counter()
+    try:
+        with progress.task("load", total=sum(p.stat().st_size for p in files), unit="B") \
+                as advance:
+            for path in files:
+                kind = "error" if ("OperationOutcome" in path.name
+                                   or path.name.lower().startswith("error")) else "output"
+                counts = StoreCounts()
+                with engine.begin() as conn:
+                    store = RawStore(conn)
+                    store.counts = counts
+                    try:
+                        n = load_export_file(store, path, kind=kind, site=site,
+                                             source=f"$export {_type_of(path)}",
+                                             outcomes=outcomes)
+                    except _Corrupt:
+                        raise ValueError(f"{path.name}: the gzip stream is cut short") from None
+                    store.flush()
+                _merge_counts(summary.counts, counts)
+                if kind == "output":
+                    summary.read += n
+                advance(path.stat().st_size)
+    except BaseException as exc:
+        _finish_run(engine, run_id, summary.counts, status="failed",
+                    message=str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
+        raise
+    _finish_run(engine, run_id, summary.counts, status="ok",
+                message=f"{len(files)} export files from a folder; {summary.read} resources")
+    return summary
+
+
+# ------------------------------------------------------------------- storage
+
+
+def request_key(request: ExportRequest) -> str:
+    """What identifies "the same export" for resuming and for the ``_since`` watermark."""
+    scope = request.level + (f"/{request.group_id}" if request.group_id else "")
+    key = f"$export {scope} _type={','.join(sorted(request.types)) or '*'}"
+    if request.type_filters:
+        digest = hashlib.sha256("|".join(sorted(request.type_filters)).encode()).hexdigest()
+        key += f" _typeFilter={digest[:10]}"
+    return key
+
+
+def save_watermark(conn: Connection, site: str, key: str, mark: str) -> None:
+    row = conn.execute(select(SyncState.id).where(
+        SyncState.site == site, SyncState.mode == MODE, SyncState.resource_type == key)).first()
+    if row:
+        conn.execute(update(SyncState).where(SyncState.id == row[0]).values(
+            watermark=mark, updated_at=_utcnow()))
+    else:
+        conn.execute(insert(SyncState).values(site=site, resource_type=key, mode=MODE,
+                                              watermark=mark, updated_at=_utcnow()))
+
+
+def stored_ids(engine: Engine, site: str, rtype: str) -> set[str]:
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(select(RawResource.resource_id).where(
+            RawResource.site == site, RawResource.resource_type == rtype,
+            RawResource.deleted.is_(False)))}
+
+
+_MEDICATION_REF = re.compile(r"(?:^|/)Medication/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+def referenced_medications(engine: Engine, site: str, base_url: str) -> set[str]:
+    """Ids of same-server Medications referenced by the site's stored administrations."""
+    found: set[str] = set()
+    with engine.connect() as conn:
+        rows = conn.execution_options(yield_per=1000).execute(
+            select(RawResource.body).where(
+                RawResource.site == site, RawResource.deleted.is_(False),
+                RawResource.resource_type == "MedicationAdministration"))
+        for (body,) in rows:
+            ref = (orjson.loads(body).get("medicationReference") or {})
+            text = ref.get("reference") if isinstance(ref, dict) else None
+            if not isinstance(text, str) or text.startswith("#"):
+                continue
+            if "://" in text and not text.startswith(base_url.rstrip("/") + "/"):
+                continue
+            m = _MEDICATION_REF.search(text)
+            if m:
+                found.add(m.group(1))
+    return found
+
+
+def default_work_dir(engine: Engine) -> Path:
+    """``.bulk`` beside a SQLite database file, else in the current directory."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if database and database != ":memory:" and not database.startswith("file:"):
+        return Path(database).resolve().parent / ".bulk"
+    return Path.cwd() / ".bulk"
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _replace_since(request: ExportRequest, since: str | None) -> ExportRequest:
+    from dataclasses import replace
+
+    return replace(request, since=since)
+
+
+def _file_name(f: BulkFile) -> str:
+    return f"{f.id:05d}_{f.kind}_{_safe(f.resource_type or 'file')}.ndjson"
+
+
+def _complete_file(dest: Path) -> Path | None:
+    """A file a killed run downloaded whole (renamed from .part) but did not load."""
+    for candidate in (dest, dest.with_name(dest.name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _type_of(path: Path) -> str:
+    name = path.name
+    for suffix in NDJSON_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    m = re.match(r"[A-Z][A-Za-z]+", name.split("_")[-1]) or re.match(r"[A-Z][A-Za-z]+", name)
+    return m.group(0) if m else name
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:64] or "site"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@contextmanager
+def _poll_display(progress: Progress) -> Iterator[Callable[[str | None], None]]:
+    """A spinner line showing the server's X-Progress while the export runs."""
+    if not progress.enabled:
+        yield lambda _text: None
+        return
+    from rich.progress import Progress as RichProgress
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with RichProgress(SpinnerColumn(), TextColumn("[bold]export[/] {task.description}"),
+                      TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("waiting for the server")
+
+        def show(text: str | None) -> None:
+            bar.update(task, description=text or "in progress")
+
+        yield show
+
+
+# --------------------------------------------------------------------- entry
+
+
+def extract_bulk(engine: Engine, source: str, *, site: str | None = None,
+                 progress: Progress | None = None, group: str | None = None,
+                 since: str | None = None, bulk_level: str | None = None,
+                 work_dir: str | Path | None = None, bulk_timeout: float | None = None,
+                 poll_max_wait: float | None = None, type_filter: list[str] | None = None,
+                 kickoff_method: str | None = None, partial_manifests: bool = False,
+                 keep_files: bool = False, poll_policy: PollPolicy | None = None,
+                 **options: Any) -> ExtractSummary:
+    """Extract from a FHIR server's Bulk Data ``$export`` (``source`` a base URL or a site
+    TOML file) into the raw store; resumes an unfinished export of the same request.
+
+    ``group``: export ``Group/[id]``; ``bulk_level``: "system", "patient" or "group";
+    ``since``: an instant or date for ``_since`` (default: the previous export's
+    ``transactionTime``; "full" for a full export); ``work_dir``: where files are
+    downloaded (default ``.bulk`` beside a SQLite database); ``bulk_timeout``: seconds
+    to wait for the server in this run; ``poll_max_wait``: cap on one wait (default
+    the site's ``retry.retry_after_cap``); ``type_filter``: ``_typeFilter`` queries;
+    ``kickoff_method``: "GET" or "POST"; other ``options`` override the site config
+    as for REST (``timeout``, ``rate_limit``, ``retry``, ``auth``...).
+    """
+    options = dict(options)
+    options.pop("bulk", None)
+    options.pop("screen_terms", None)
+    if options.pop("scope", None) is not None:
+        raise SiteConfigError("--scope applies to REST extraction; a bulk export takes the "
+                              "whole server, the Patient compartment or a Group (--group ID)")
+    if source.startswith(("http://", "https://")):
+        config = config_for_url(source, site)
+    else:
+        config = load_site_config(source)
+        if site:
+            options["name"] = site
+    config = with_options(config, options)
+    policy = poll_policy or PollPolicy(max_wait=config.retry.retry_after_cap)
+    if bulk_timeout is not None:
+        policy.timeout = float(bulk_timeout)
+    if poll_max_wait is not None:
+        policy.max_wait = float(poll_max_wait)
+    method = (kickoff_method or "GET").upper()
+    if method not in ("GET", "POST"):
+        raise SiteConfigError("kickoff_method must be GET or POST")
+    level = bulk_level.lower() if bulk_level else None
+    if level is not None and level not in ("system", "patient", "group"):
+        raise SiteConfigError("--bulk-level must be system, patient or group")
+    settings = BulkSettings(level=level, group_id=group, since=since,
+                            type_filters=tuple(type_filter or ()), method=method,
+                            partial_manifests=partial_manifests,
+                            work_dir=Path(work_dir) if work_dir else None,
+                            keep_files=keep_files, poll=policy)
+    client = FhirClient.for_site(config)
+    try:
+        return BulkExtraction(engine, config, client, settings, progress).run()
+    finally:
+        client.close()
+
+
+__all__ = ["BulkExtraction", "BulkSettings", "extract_bulk", "load_export_file",
+           "load_ndjson_export", "request_key"]

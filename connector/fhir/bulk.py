@@ -1,0 +1,606 @@
+"""The Bulk Data Access ``$export`` protocol (FHIR async pattern) over a ``FhirClient``.
+
+``BulkClient`` wraps a ``FhirClient`` and uses its session, auth (with one
+re-authentication on 401), rate limit, retry policy, retry budget and counters,
+so a bulk run is as gentle and as observable as a REST run. It does not parse
+bodies as ``request_json`` does, because here the status code and the headers are
+the answer: ``202`` + ``Content-Location`` at kick-off, ``202`` + ``X-Progress`` +
+``Retry-After`` while the job runs, ``200`` + a manifest when it is done.
+
+- Kick-off: ``GET`` (query parameters) or ``POST`` (a ``Parameters`` body) at system,
+  ``Patient`` or ``Group/[id]`` level, with ``Prefer: respond-async``. A 429 or 5xx is
+  retried like any request (Retry-After honoured, capped).
+- Polling: ``wait_for`` polls until the manifest arrives, honouring ``Retry-After`` up
+  to a cap (exponential backoff without one) and a total time limit. A 429, 503,
+  502, 504 or a 5xx whose OperationOutcome says ``transient`` means "ask again
+  later"; any other 4xx/5xx means the job failed, and the error carries the
+  server's OperationOutcome text. 404/410 mean the server no longer knows the job.
+- Partial and paged manifests: a ``202`` carrying a manifest body, or a manifest with
+  ``link[next]``, hands its files over at once (``on_manifest``), so they can be
+  downloaded while the server still works.
+- Downloads stream to ``<name>.part`` and are renamed when complete; a body cut
+  short is retried from the start. Gzip is kept compressed on disk when the server
+  sends it (``Content-Encoding: gzip`` or a ``.gz`` file). The token is sent only
+  when the manifest says ``requiresAccessToken`` and only to the server's own
+  origin.
+
+Nothing here logs a URL with its query or a patient id; errors name the operation,
+the HTTP status and the server's own OperationOutcome text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+import urllib3.exceptions
+
+from connector.fhir.client import FHIR_JSON, USER_AGENT, FhirClient, outcome_text, to_instant
+from connector.fhir.errors import (
+    AuthError,
+    CapabilityError,
+    FhirSourceError,
+    HttpError,
+    RetryExhausted,
+)
+from connector.fhir.redact import describe_url
+from connector.fhir.retry import (
+    TransientError,
+    call_with_retries,
+    describe_exception,
+    is_retryable_exception,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("system", "patient", "group")
+NDJSON = "application/fhir+ndjson"
+CHUNK = 1 << 20  # bytes per write while downloading
+#: Statuses that mean "not now" while polling, whatever the body says.
+_BUSY = frozenset({429, 502, 503, 504})
+_TRANSIENT_CODES = frozenset({"transient", "throttled", "timeout", "lock-error", "no-store",
+                              "incomplete"})
+
+
+class BulkExportError(FhirSourceError):
+    """The export job failed on the server (the message carries its OperationOutcome)."""
+
+
+class BulkJobGone(BulkExportError):
+    """The server no longer knows the job or its files (404/410: expired, deleted, restarted)."""
+
+
+class BulkTimeout(BulkExportError):
+    """The export did not finish within the run's time limit (the job is kept to resume)."""
+
+
+# ----------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What to ask the server for. ``types`` empty = everything the server offers."""
+
+    level: str = "system"  # system | patient | group
+    group_id: str | None = None
+    types: tuple[str, ...] = ()
+    since: str | None = None  # a FHIR instant
+    type_filters: tuple[str, ...] = ()  # e.g. "Observation?category=laboratory"
+    method: str = "GET"  # GET (query) or POST (Parameters body)
+    partial_manifests: bool = False  # send allowPartialManifests=true
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"export level must be one of {', '.join(LEVELS)}")
+        if (self.level == "group") != bool(self.group_id):
+            raise ValueError("a group-level export needs a group id (and only it has one)")
+        if self.method not in ("GET", "POST"):
+            raise ValueError("kick-off method must be GET or POST")
+
+    @property
+    def path(self) -> str:
+        if self.level == "patient":
+            return "Patient/$export"
+        if self.level == "group":
+            return f"Group/{self.group_id}/$export"
+        return "$export"
+
+    def params(self) -> list[tuple[str, str]]:
+        """Kick-off parameters in order; ``_typeFilter`` repeated, one query each."""
+        out = [("_outputFormat", NDJSON)]
+        if self.types:
+            out.append(("_type", ",".join(self.types)))
+        if self.since:
+            out.append(("_since", self.since))
+        out += [("_typeFilter", q) for q in self.type_filters]
+        if self.partial_manifests:
+            out.append(("allowPartialManifests", "true"))
+        return out
+
+    def parameters_resource(self) -> dict[str, Any]:
+        """The same parameters as a FHIR ``Parameters`` body, for a POST kick-off."""
+        kinds = {"_since": "valueInstant", "allowPartialManifests": "valueBoolean"}
+        parameter: list[dict[str, Any]] = []
+        for name, value in self.params():
+            kind = kinds.get(name, "valueString")
+            parameter.append({"name": name, kind: value == "true" if kind == "valueBoolean"
+                              else value})
+        return {"resourceType": "Parameters", "parameter": parameter}
+
+    def without(self, name: str) -> ExportRequest:
+        """This request without a parameter a server refused (``allowPartialManifests``,
+        ``_typeFilter`` or ``_type``)."""
+        from dataclasses import replace
+
+        if name == "allowPartialManifests":
+            return replace(self, partial_manifests=False)
+        if name == "_typeFilter":
+            return replace(self, type_filters=())
+        if name == "_type":
+            return replace(self, types=(), type_filters=())
+        raise ValueError(name)
+
+
+# ----------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    kind: str  # output | error | deleted
+    type: str
+    url: str
+    count: int | None = None
+
+
+@dataclass
+class Manifest:
+    """A (possibly partial) export manifest."""
+
+    transaction_time: str
+    requires_access_token: bool
+    files: list[ManifestFile]
+    next_url: str | None
+    raw: dict = field(repr=False)
+
+    @classmethod
+    def parse(cls, body: Any, base: str) -> Manifest:
+        if not isinstance(body, dict) or not isinstance(body.get("output"), list):
+            raise BulkExportError("the export's status answer is not a manifest (no 'output')")
+        when = to_instant(str(body.get("transactionTime") or "")) or ""
+        files: list[ManifestFile] = []
+        # STU4 renames "error" to "outcome"; read both
+        for kind, key in (("output", "output"), ("deleted", "deleted"), ("error", "error"),
+                          ("error", "outcome")):
+            for item in body.get(key) or []:
+                if not isinstance(item, dict) or not item.get("url"):
+                    continue
+                count = item.get("count")
+                files.append(ManifestFile(
+                    kind=kind, type=str(item.get("type") or ""),
+                    url=urljoin(base, str(item["url"])),
+                    count=count if isinstance(count, int) and count >= 0 else None))
+        next_url = next((urljoin(base, str(link["url"])) for link in body.get("link") or []
+                         if isinstance(link, dict) and link.get("relation") == "next"
+                         and link.get("url")), None)
+        token = body.get("requiresAccessToken")
+        return cls(transaction_time=when, requires_access_token=token is not False,
+                   files=files, next_url=next_url, raw=body)
+
+
+@dataclass
+class PollResult:
+    """One look at the status URL."""
+
+    done: bool
+    manifest: Manifest | None = None  # the manifest (done), or a partial one (202 with a body)
+    progress: str | None = None  # X-Progress
+    retry_after: float | None = None  # seconds, when the server said
+
+
+@dataclass
+class PollPolicy:
+    """How patiently to poll, in seconds."""
+
+    timeout: float = 24 * 3600.0  # total, from the first poll of this run
+    max_wait: float = 120.0  # cap on any single wait, Retry-After included
+    min_wait: float = 0.5  # never poll faster than this, whatever Retry-After says
+    initial: float = 1.0  # first wait without Retry-After; doubles up to max_wait
+
+
+@dataclass
+class Downloaded:
+    path: Path
+    bytes: int
+    gzip: bool
+
+
+# ------------------------------------------------------------------- client
+
+
+class BulkClient:
+    """Kick-off, poll, download and delete for one server, over a ``FhirClient``."""
+
+    def __init__(self, client: FhirClient, *, policy: PollPolicy | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.policy = policy or PollPolicy()
+        self.sleep = sleep
+        self.clock = clock
+        self.origin = _origin(client.base_url)
+
+    # -- capability ---------------------------------------------------------
+
+    def export_levels(self) -> set[str] | None:
+        """Levels the CapabilityStatement advertises ``export`` at; None if it lists no
+        operations at all (then only the server's answer can tell)."""
+        statement = self.client.capabilities().statement
+        rests = [r for r in statement.get("rest") or [] if isinstance(r, dict)]
+        listed = False
+        levels: set[str] = set()
+        for rest in rests:
+            ops = [o for o in rest.get("operation") or [] if isinstance(o, dict)]
+            listed = listed or bool(ops)
+            if any(_is_export(o) for o in ops):
+                levels.add("system")
+            for res in rest.get("resource") or []:
+                if not isinstance(res, dict):
+                    continue
+                rops = [o for o in res.get("operation") or [] if isinstance(o, dict)]
+                listed = listed or bool(rops)
+                if any(_is_export(o) for o in rops):
+                    if res.get("type") == "Patient":
+                        levels.add("patient")
+                    elif res.get("type") == "Group":
+                        levels.add("group")
+        return levels if listed else None
+
+    def check_level(self, level: str) -> None:
+        levels = self.export_levels()
+        if levels is not None and level not in levels:
+            offered = ", ".join(sorted(levels)) or "none"
+            raise CapabilityError(
+                f"the FHIR server at {self.client.base_url} does not offer $export at "
+                f"{level} level (its CapabilityStatement lists: {offered}); choose another "
+                "level (--group ID for a Group) or the REST extraction (no --bulk)")
+
+    # -- kick-off -------------------------------------------------------------
+
+    def kickoff(self, request: ExportRequest) -> str:
+        """Start an export; returns the status URL. Refused ``allowPartialManifests``,
+        ``_typeFilter`` and ``_type`` are dropped (in that order) and the kick-off sent
+        again: the export is then wider, never narrower, and the raw store skips the
+        types the study does not read."""
+        current = request
+        while True:
+            try:
+                return self._kickoff(current)
+            except HttpError as exc:
+                if exc.status not in (400, 422) or isinstance(exc, RetryExhausted):
+                    raise
+                if current.partial_manifests:
+                    log.info("the server refused the export with allowPartialManifests (%s); "
+                             "asking again without it", exc)
+                    current = current.without("allowPartialManifests")
+                elif current.type_filters:
+                    log.warning("the server refused the export with _typeFilter (%s); "
+                                "asking again without it", exc)
+                    current = current.without("_typeFilter")
+                elif current.types:
+                    log.warning("the server refused the export with _type (%s); asking "
+                                "again for every type", exc)
+                    current = current.without("_type")
+                else:
+                    raise
+
+    def _kickoff(self, request: ExportRequest) -> str:
+        url = self.client.url(request.path)
+        headers = {"Accept": FHIR_JSON, "Prefer": "respond-async"}
+        what = f"{request.method} {request.path}"
+        if request.method == "POST":
+            body = orjson.dumps(request.parameters_resource())
+            r = self.request("POST", url, headers={**headers, "Content-Type": FHIR_JSON},
+                             data=body, what=what)
+        else:
+            r = self.request("GET", url, params=request.params(), headers=headers, what=what)
+            if r.status_code == 405:
+                log.info("the server does not take a GET kick-off; sending it as POST")
+                from dataclasses import replace
+
+                return self._kickoff(replace(request, method="POST"))
+        location = r.headers.get("Content-Location")
+        if r.status_code != 202 or not location:
+            raise BulkExportError(
+                f"{what}: the server did not start an asynchronous export (HTTP "
+                f"{r.status_code}{', no Content-Location' if not location else ''})")
+        status_url = urljoin(url, location)
+        self.check_origin(status_url, "status URL")
+        return status_url
+
+    # -- polling ---------------------------------------------------------------
+
+    def poll_once(self, status_url: str) -> PollResult:
+        """One GET of the status URL, classified. Raises for a failed or unknown job;
+        a "try later" answer raises ``TransientError`` (with the server's Retry-After)."""
+        r = self.send("GET", status_url, headers={"Accept": "application/json"})
+        status = r.status_code
+        retry_after = parse_retry_after(r.headers.get("Retry-After"))
+        if status == 202:
+            manifest = None
+            if r.content.strip():
+                try:
+                    body = orjson.loads(r.content)
+                except orjson.JSONDecodeError:
+                    body = None
+                if isinstance(body, dict) and isinstance(body.get("output"), list):
+                    manifest = Manifest.parse(body, status_url)
+            return PollResult(done=False, manifest=manifest, retry_after=retry_after,
+                              progress=(r.headers.get("X-Progress") or "").strip()[:100] or None)
+        if status == 200:
+            try:
+                body = orjson.loads(r.content)
+            except orjson.JSONDecodeError:
+                raise TransientError("the manifest is not valid JSON (cut short?)",
+                                     status=status) from None
+            return PollResult(done=True, manifest=Manifest.parse(body, status_url))
+        outcome, text = _outcome(r)
+        what = "export status"
+        if status in (401, 403):
+            raise AuthError(f"{what}: refused (HTTP {status}){_colon(text)}")
+        if status in (404, 410):
+            raise BulkJobGone(f"{what}: the server no longer knows this export (HTTP {status})"
+                              f"{_colon(text)}")
+        if status in _BUSY or status == 408 or (is_retryable_status(status) and (
+                outcome is None or _is_transient(outcome))):
+            raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after,
+                                 detail=text)
+        raise BulkExportError(f"the export failed on the server (HTTP {status})"
+                              f"{_colon(text or 'no OperationOutcome')}")
+
+    def wait_for(self, status_url: str, *,
+                 on_progress: Callable[[str | None], None] | None = None,
+                 on_manifest: Callable[[Manifest], None] | None = None) -> Manifest:
+        """Poll until the export is complete; returns the (final) manifest.
+
+        Partial manifests seen on the way are handed to ``on_manifest`` first. The
+        time limit counts from this call, so a resumed run gets a full allowance.
+        """
+        policy = self.policy
+        deadline = self.clock() + policy.timeout
+        backoff = policy.initial
+        last_progress: str | None = None
+        while True:
+            try:
+                result = self.poll_once(status_url)
+            except (TransientError, requests.RequestException) as exc:
+                if not is_retryable_exception(exc):
+                    raise
+                reason = describe_exception(exc)
+                if not self.client.budget.take():
+                    raise RetryExhausted(f"polling the export failed and the run's retry "
+                                         f"budget is used up: {reason}") from None
+                self.client.stats.retried(reason)
+                log.info("export status: %s; asking again later", reason)
+                wait = getattr(exc, "retry_after", None)
+            else:
+                if result.done:
+                    assert result.manifest is not None
+                    return result.manifest
+                if result.manifest is not None and on_manifest is not None:
+                    on_manifest(result.manifest)
+                if result.progress != last_progress:
+                    last_progress = result.progress
+                    if result.progress:
+                        log.info("export in progress: %s", result.progress)
+                if on_progress is not None:
+                    on_progress(result.progress)
+                wait = result.retry_after
+            if wait is None:
+                wait, backoff = backoff, min(policy.max_wait, backoff * 2)
+            wait = min(max(wait, policy.min_wait), policy.max_wait)
+            if self.clock() + wait > deadline:
+                raise BulkTimeout(
+                    f"the export did not finish within {policy.timeout:.0f} s (last progress: "
+                    f"{last_progress or 'none reported'}); it is kept on the server and the "
+                    "next run continues polling it")
+            self.sleep(wait)
+
+    # -- files -------------------------------------------------------------------
+
+    def download(self, url: str, dest: Path, *, with_token: bool,
+                 on_bytes: Callable[[int], None] | None = None) -> Downloaded:
+        """Stream ``url`` to ``dest`` (``dest.gz`` when gzip), via ``<name>.part``.
+
+        A body cut short, a reset or a 5xx is retried from the start of the file.
+        """
+        if with_token:
+            self.check_origin(url, "output file URL")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.with_name(dest.name + ".part")
+        what = f"GET {describe_url(url, self.client.base_url)}"
+
+        def attempt() -> tuple[int, bool]:
+            r = self.send("GET", url, headers={"Accept": NDJSON, "Accept-Encoding": "gzip"},
+                          stream=True, auth=with_token, redirects=True)
+            try:
+                self.raise_for_status(r, what, gone=True)
+                gz = ("gzip" in (r.headers.get("Content-Encoding") or "").lower()
+                      or "gzip" in (r.headers.get("Content-Type") or "").lower()
+                      or urlsplit(url).path.endswith(".gz"))
+                size = 0
+                with part.open("wb") as fh:
+                    try:
+                        for chunk in r.raw.stream(CHUNK, decode_content=False):
+                            fh.write(chunk)
+                            size += len(chunk)
+                            if on_bytes is not None:
+                                on_bytes(len(chunk))
+                    except (urllib3.exceptions.ProtocolError,
+                            urllib3.exceptions.ReadTimeoutError,
+                            urllib3.exceptions.DecodeError) as exc:
+                        raise TransientError("response body cut short",
+                                             detail=type(exc).__name__) from None
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                return size, gz
+            finally:
+                r.close()
+
+        size, gz = self.retrying(attempt, what)
+        final = dest.with_name(dest.name + ".gz") if gz and not dest.name.endswith(".gz") \
+            else dest
+        os.replace(part, final)
+        return Downloaded(path=final, bytes=size, gzip=gz)
+
+    def delete(self, status_url: str) -> bool:
+        """Tell the server we are done with (or abandon) the export; never raises."""
+        try:
+            r = self.send("DELETE", status_url, headers={"Accept": FHIR_JSON})
+        except requests.RequestException as exc:
+            log.info("could not delete the export job on the server: %s", describe_exception(exc))
+            return False
+        ok = r.status_code in (200, 202, 204, 404, 410)
+        if not ok:
+            log.info("the server answered HTTP %d to deleting the export job", r.status_code)
+        return ok
+
+    # -- transport ---------------------------------------------------------------
+
+    def send(self, method: str, url: str, *, params: list[tuple[str, str]] | None = None,
+             headers: dict[str, str] | None = None, data: bytes | None = None,
+             stream: bool = False, auth: bool = True, redirects: bool = False,
+             ) -> requests.Response:
+        """One request through the client's session, rate limit and auth, with one
+        re-authentication on 401; the status is not judged here."""
+        client = self.client
+
+        def once() -> requests.Response:
+            client.limiter.acquire()
+            client.stats.add(requests=1)
+            send_headers = {"User-Agent": USER_AGENT, **(headers or {}),
+                            **(client.auth.headers() if auth else {})}
+            return client.session.request(method, url, params=params, headers=send_headers,
+                                          data=data, timeout=client.timeout, stream=stream,
+                                          allow_redirects=redirects)
+
+        r = once()
+        if r.status_code == 401 and auth and client.auth.invalidate():
+            client.stats.add(reauths=1)
+            r.close()
+            r = once()
+        return r
+
+    def request(self, method: str, url: str, *, what: str,
+                params: list[tuple[str, str]] | None = None,
+                headers: dict[str, str] | None = None, data: bytes | None = None,
+                ) -> requests.Response:
+        """``send`` with retries for transient failures and errors for refusals."""
+        def attempt() -> requests.Response:
+            r = self.send(method, url, params=params, headers=headers, data=data)
+            if r.status_code != 405:
+                self.raise_for_status(r, what)
+            return r
+
+        return self.retrying(attempt, what)
+
+    def raise_for_status(self, r: requests.Response, what: str, *, gone: bool = False) -> None:
+        """Errors for refusals; a retryable status raises ``TransientError``. With ``gone``,
+        404/410 raise ``BulkJobGone`` (an expired file), else ``HttpError``."""
+        status = r.status_code
+        if status < 400:
+            return
+        _, text = _outcome(r)
+        if status == 401:
+            raise AuthError(f"{what} was refused (HTTP 401){_colon(text)}. Check [auth] in "
+                            f"the site config ({self.client.auth.kind}).")
+        if is_retryable_status(status):
+            if status in (429, 503):
+                wait = parse_retry_after(r.headers.get("Retry-After"))
+                if wait is not None:
+                    self.client.limiter.pause(min(wait, self.client.retry.retry_after_cap))
+            raise TransientError(f"HTTP {status}", status=status, detail=text,
+                                 retry_after=parse_retry_after(r.headers.get("Retry-After")))
+        if status == 403:
+            raise AuthError(f"{what} was forbidden (HTTP 403){_colon(text)}. Check the scopes "
+                            "granted to this client (bulk export needs system/*.read or "
+                            "system/*.rs for the exported types).")
+        if gone and status in (404, 410):
+            raise BulkJobGone(f"{what}: gone (HTTP {status}){_colon(text)}")
+        raise HttpError(f"{what} failed: HTTP {status}{_colon(text)}", status=status)
+
+    def retrying(self, attempt: Callable[[], Any], what: str) -> Any:
+        """Run ``attempt`` under the client's retry policy and the run's retry budget."""
+        client = self.client
+
+        def on_retry(exc: BaseException, number: int, wait: float) -> None:
+            reason = describe_exception(exc)
+            client.stats.retried(reason)
+            log.info("retrying %s after %s (attempt %d of %d, waiting %.1f s)", what, reason,
+                     number, client.retry.max_attempts, wait)
+
+        try:
+            return call_with_retries(attempt, policy=client.retry, budget=client.budget,
+                                     on_retry=on_retry, sleep=self.sleep)
+        except TransientError as exc:
+            detail = f": {exc.detail}" if exc.detail else ""
+            raise RetryExhausted(f"{what} failed ({self._why()}): {exc.reason}{detail}",
+                                 status=exc.status) from None
+        except requests.RequestException as exc:
+            raise RetryExhausted(f"{what} failed ({self._why()}): "
+                                 f"{describe_exception(exc)}") from None
+
+    def _why(self) -> str:
+        if self.client.budget.exhausted:
+            return "the run's retry budget is used up"
+        return f"{self.client.retry.max_attempts} attempts"
+
+    def check_origin(self, url: str, what: str) -> None:
+        if _origin(url) != self.origin:
+            raise BulkExportError(
+                f"the export's {what} is on another host ({_origin(url)}); not sending it our "
+                "credentials. Set base_url to the address the server calls itself.")
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _is_export(op: dict) -> bool:
+    name = str(op.get("name") or "").lstrip("$")
+    definition = str(op.get("definition") or "")
+    return name == "export" or "export" in definition.rsplit("/", 1)[-1]
+
+
+def _outcome(r: requests.Response) -> tuple[dict | None, str]:
+    """The OperationOutcome of an error answer (or None) and its text."""
+    try:
+        body = orjson.loads(r.content)
+    except (orjson.JSONDecodeError, requests.RequestException):
+        return None, ""
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return None, ""
+    return body, outcome_text(body)
+
+
+def _is_transient(outcome: dict) -> bool:
+    codes = {str(i.get("code") or "") for i in outcome.get("issue") or [] if isinstance(i, dict)}
+    return bool(codes & _TRANSIENT_CODES)
+
+
+def _colon(text: str) -> str:
+    return f": {text}" if text else ""
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"

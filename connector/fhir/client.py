@@ -1,0 +1,518 @@
+"""A FHIR R4 REST client for extraction: one session, timeouts, retries, paging, capabilities.
+
+- One ``requests.Session`` for every request of a run (connection reuse; a pool as
+  large as the run's concurrency), and a (connect, read) timeout on every request.
+- Searches send ``_count`` and follow ``Bundle.link[next]`` exactly as the server
+  gave it; page URLs are never built here. A next link on another host is refused
+  rather than sent our credentials.
+- Transient failures are retried (``retry.py``); a 401 leads to one re-authentication;
+  other errors raise with the server's OperationOutcome text, scrubbed of the ids the
+  request carried.
+- ``capabilities()`` reads the CapabilityStatement; ``Capabilities.require`` explains
+  what is missing in one clear error.
+- Searches ask for fresh results (``Cache-Control: no-cache``: HAPI otherwise reuses a
+  cached search for a minute) and, by default, strict handling, so that a parameter the
+  server does not know is an error instead of a silently wider result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from connector.fhir.auth import Auth
+from connector.fhir.config import SiteConfig
+from connector.fhir.errors import (
+    AuthError,
+    CapabilityError,
+    HttpError,
+    PagingError,
+    RetryExhausted,
+)
+from connector.fhir.ratelimit import RateLimiter
+from connector.fhir.redact import describe_url, install_log_redaction, scrub, sensitive_values
+from connector.fhir.retry import (
+    RetryBudget,
+    RetryPolicy,
+    TransientError,
+    call_with_retries,
+    describe_exception,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+
+FHIR_JSON = "application/fhir+json"
+USER_AGENT = "mm-cart-connector/0.1 (FHIR R4 cohort extraction)"
+
+
+# ------------------------------------------------------------------- results
+
+
+@dataclass
+class Page:
+    """One page of a search: its matches, includes, warnings and where to go next."""
+
+    bundle: dict
+    resources: list[dict]
+    included: list[dict]
+    outcomes: list[str]
+    total: int | None
+    server_time: str | None
+    next_url: str | None
+
+
+@dataclass
+class ClientStats:
+    requests: int = 0
+    retries: int = 0
+    reauths: int = 0
+    retry_reasons: Counter = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, n in deltas.items():
+                setattr(self, name, getattr(self, name) + n)
+
+    def retried(self, reason: str) -> None:
+        with self._lock:
+            self.retries += 1
+            self.retry_reasons[reason] += 1
+
+
+def outcome_text(body: Any) -> str:
+    """The human text of an OperationOutcome: ``error: <diagnostics>; warning: ...``."""
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return ""
+    parts = []
+    for issue in body.get("issue") or []:
+        if not isinstance(issue, dict):
+            continue
+        details = issue.get("details") if isinstance(issue.get("details"), dict) else {}
+        text = issue.get("diagnostics") or details.get("text") or issue.get("code") or ""
+        parts.append(f"{issue.get('severity', 'error')}: {text}".strip())
+    return "; ".join(parts)[:1000]
+
+
+def to_instant(value: str | None) -> str | None:
+    """A FHIR instant or HTTP date as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), or None."""
+    if not value:
+        return None
+    when: dt.datetime | None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    when = when.astimezone(dt.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def shift_instant(instant: str, seconds: float) -> str:
+    when = dt.datetime.fromisoformat(instant.replace("Z", "+00:00")) + dt.timedelta(seconds=seconds)
+    return to_instant(when.isoformat()) or instant
+
+
+# -------------------------------------------------------------- capabilities
+
+
+@dataclass
+class TypeCapability:
+    interactions: set[str]
+    params: set[str]
+
+
+class Capabilities:
+    """What a server's CapabilityStatement says it can do, for the checks a run needs."""
+
+    def __init__(self, statement: dict) -> None:
+        self.statement = statement
+        self.fhir_version = str(statement.get("fhirVersion") or "")
+        software = statement.get("software") if isinstance(statement.get("software"), dict) else {}
+        self.software = " ".join(str(software.get(k, "")) for k in ("name", "version")).strip()
+        rests = [r for r in statement.get("rest") or [] if isinstance(r, dict)]
+        rest = next((r for r in rests if r.get("mode") == "server"), rests[0] if rests else {})
+        self.types: dict[str, TypeCapability] = {}
+        for res in rest.get("resource") or []:
+            if not isinstance(res, dict) or not res.get("type"):
+                continue
+            self.types[res["type"]] = TypeCapability(
+                interactions={i.get("code") for i in res.get("interaction") or []
+                              if isinstance(i, dict)},
+                params={p.get("name") for p in res.get("searchParam") or [] if isinstance(p, dict)})
+        self.common_params = {p.get("name") for p in rest.get("searchParam") or []
+                              if isinstance(p, dict)}
+
+    def searchable(self, rtype: str) -> bool:
+        caps = self.types.get(rtype)
+        if caps is None:
+            return False
+        return not caps.interactions or "search-type" in caps.interactions
+
+    def has_param(self, rtype: str, name: str) -> bool:
+        """Whether ``name`` is listed for ``rtype``; ``_``-parameters count unless unlisted types.
+
+        Servers often leave the parameters common to all resources (``_id``,
+        ``_lastUpdated``) out of the statement, so those are assumed.
+        """
+        caps = self.types.get(rtype)
+        if caps is None:
+            return False
+        base = name.split(":")[0].split(".")[0]
+        return base in caps.params or base in self.common_params or base.startswith("_")
+
+    def history_type(self, rtype: str) -> bool:
+        caps = self.types.get(rtype)
+        return caps is not None and (not caps.interactions or "history-type" in caps.interactions)
+
+    def require(self, base_url: str, needs: dict[str, list[tuple[tuple[str, ...], str]]]) -> None:
+        """Raise one CapabilityError listing everything missing.
+
+        ``needs`` maps a resource type to (parameter alternatives, why) pairs, e.g.
+        ``{"Procedure": [(("code",), "to find CAR-T patients")]}``.
+        """
+        problems: list[str] = []
+        if self.fhir_version and not self.fhir_version.startswith("4."):
+            problems.append(f"it speaks FHIR {self.fhir_version}, this connector reads R4 (4.0)")
+        for rtype, params in needs.items():
+            if not self.searchable(rtype):
+                problems.append(f"{rtype}: no search" if rtype in self.types
+                                else f"{rtype}: resource type not supported")
+                continue
+            for alternatives, why in params:
+                if not any(self.has_param(rtype, p) for p in alternatives):
+                    names = " or ".join(f"'{p}'" for p in alternatives)
+                    problems.append(f"{rtype}: no search parameter {names} ({why})")
+        if problems:
+            raise CapabilityError(
+                f"the FHIR server at {base_url} cannot serve this extraction: "
+                + "; ".join(problems) + ". Check resource_types, scope and [quirks] in the "
+                "site config (scope = \"all\" needs no screening parameters).")
+
+
+# -------------------------------------------------------------------- client
+
+
+class FhirClient:
+    """Talks to one FHIR server for one run. Thread-safe: workers share it."""
+
+    def __init__(self, base_url: str, *, auth: Auth | None = None, timeout: float = 60.0,
+                 connect_timeout: float = 10.0, retry: RetryPolicy | None = None,
+                 budget: RetryBudget | None = None, rate_limiter: RateLimiter | None = None,
+                 page_size: int = 200, strict: bool = True, verify: bool | str = True,
+                 pool_size: int = 4, session: requests.Session | None = None) -> None:
+        install_log_redaction()
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(2, pool_size + 2),
+                              max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.verify = verify
+        self.session.trust_env = False  # no proxies or .netrc credentials from the environment
+        self.auth = auth or Auth()
+        if hasattr(self.auth, "retry_runner"):
+            self.auth.retry_runner = self._retrying  # type: ignore[attr-defined]
+        self.timeout = (connect_timeout, timeout)
+        self.retry = retry or RetryPolicy()
+        self.budget = budget or RetryBudget(500)
+        self.limiter = rate_limiter or RateLimiter(0)
+        self.page_size = page_size
+        self.strict = strict
+        self.stats = ClientStats()
+        self._origin = _origin(self.base_url)
+        self._capabilities: Capabilities | None = None
+
+    @classmethod
+    def for_site(cls, config: SiteConfig) -> FhirClient:
+        """A client set up from a site config: auth, timeouts, retries, rate limit, pool."""
+        from connector.fhir.auth import build_auth
+
+        session = requests.Session()
+        session.verify = config.verify_tls
+        session.trust_env = False
+        auth = build_auth(config.auth, base_url=config.base_url, session=session,
+                          timeout=config.timeout)
+        r = config.retry
+        return cls(config.base_url, auth=auth, timeout=config.timeout,
+                   connect_timeout=config.connect_timeout,
+                   retry=RetryPolicy(max_attempts=r.max_attempts, backoff_initial=r.backoff_initial,
+                                     backoff_max=r.backoff_max, retry_after_cap=r.retry_after_cap),
+                   budget=RetryBudget(r.budget),
+                   rate_limiter=RateLimiter(config.rate_limit, burst=max(1, config.concurrency)),
+                   page_size=config.page_size, strict=config.quirks.strict_search,
+                   verify=config.verify_tls, pool_size=config.concurrency, session=session)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests -----------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def get_json(self, url: str, params: Sequence[tuple[str, str]] | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[dict, requests.Response]:
+        """GET a JSON answer with retries; errors carry the OperationOutcome text."""
+        return self.request_json("GET", url, params=params, headers=headers)
+
+    def request_json(self, method: str, url: str, *,
+                     params: Sequence[tuple[str, str]] | None = None,
+                     headers: dict[str, str] | None = None,
+                     data: Any = None) -> tuple[dict, requests.Response]:
+        full = requests.Request(method, url, params=list(params or [])).prepare().url or url
+        what = f"{method} {describe_url(full, self.base_url)}"
+        hidden = sensitive_values(full)
+        state = SimpleNamespace(reauthed=False)
+
+        def attempt() -> tuple[dict, requests.Response]:
+            return self._attempt(method, url, params, headers or {}, data, what, hidden, state)
+
+        try:
+            return self._retrying(attempt, what=what)
+        except TransientError as exc:
+            raise RetryExhausted(self._gave_up(what, exc.reason, exc.detail),
+                                 status=exc.status) from None
+        except requests.RequestException as exc:
+            raise RetryExhausted(self._gave_up(what, describe_exception(exc), "")) from None
+
+    def _retrying(self, attempt: Any, what: str = "token request") -> Any:
+        def on_retry(exc: BaseException, number: int, wait: float) -> None:
+            reason = describe_exception(exc)
+            self.stats.retried(reason)
+            log.info("retrying %s after %s (attempt %d of %d, waiting %.1f s)",
+                     what, reason, number, self.retry.max_attempts, wait)
+
+        return call_with_retries(attempt, policy=self.retry, budget=self.budget,
+                                 on_retry=on_retry)
+
+    def _gave_up(self, what: str, reason: str, detail: str) -> str:
+        why = ("the run's retry budget is used up" if self.budget.exhausted
+               else f"{self.retry.max_attempts} attempts")
+        return f"{what} failed ({why}): {reason}" + (f": {detail}" if detail else "")
+
+    def _attempt(self, method: str, url: str, params: Sequence[tuple[str, str]] | None,
+                 headers: dict[str, str], data: Any, what: str, hidden: list[str],
+                 state: SimpleNamespace) -> tuple[dict, requests.Response]:
+        r = self._send(method, url, params, headers, data)
+        if r.status_code == 401 and not state.reauthed:
+            state.reauthed = True
+            if self.auth.invalidate():
+                self.stats.add(reauths=1)
+                log.info("%s: HTTP 401, authenticating again (once)", what)
+                r = self._send(method, url, params, headers, data)
+        status = r.status_code
+        if status == 401:
+            raise AuthError(f"{what} was refused (HTTP 401){self._detail(r, hidden)}. "
+                            f"Check [auth] in the site config ({self.auth.kind}).")
+        if is_retryable_status(status):
+            retry_after = parse_retry_after(r.headers.get("Retry-After"))
+            if retry_after is not None and status in (429, 503):
+                self.limiter.pause(min(retry_after, self.retry.retry_after_cap))
+            raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after,
+                                 detail=self._detail(r, hidden).lstrip(": "))
+        if status == 403:
+            raise AuthError(f"{what} was forbidden (HTTP 403){self._detail(r, hidden)}. "
+                            "Check the scopes granted to this client.")
+        if status >= 400:
+            raise HttpError(f"{what} failed: HTTP {status}{self._detail(r, hidden)}",
+                            status=status)
+        try:
+            body = orjson.loads(r.content)
+        except orjson.JSONDecodeError:
+            raise TransientError("response body is not valid JSON (cut short?)",
+                                 status=status) from None
+        if not isinstance(body, dict):
+            raise HttpError(f"{what}: the answer is not a JSON object", status=status)
+        return body, r
+
+    def _send(self, method: str, url: str, params: Sequence[tuple[str, str]] | None,
+              headers: dict[str, str], data: Any) -> requests.Response:
+        self.limiter.acquire()
+        self.stats.add(requests=1)
+        send_headers = {"Accept": FHIR_JSON, "User-Agent": USER_AGENT, **headers,
+                        **self.auth.headers()}
+        return self.session.request(method, url, params=params, headers=send_headers,
+                                    data=data, timeout=self.timeout, allow_redirects=False)
+
+    @staticmethod
+    def _detail(r: requests.Response, hidden: list[str]) -> str:
+        text = ""
+        try:
+            text = outcome_text(orjson.loads(r.content))
+        except (orjson.JSONDecodeError, requests.RequestException):
+            pass
+        if not text:
+            text = " ".join(r.text[:200].split()) if r.content and "json" not in (
+                r.headers.get("Content-Type") or "") else ""
+        return f": {scrub(text, hidden)}" if text else ""
+
+    # -- capabilities -------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        """The server's CapabilityStatement (read once per client)."""
+        if self._capabilities is None:
+            try:
+                body, _ = self.get_json(self.url("metadata"))
+            except HttpError as exc:
+                raise CapabilityError(f"cannot read the CapabilityStatement of {self.base_url}: "
+                                      f"{exc}") from None
+            if body.get("resourceType") != "CapabilityStatement":
+                raise CapabilityError(f"{self.base_url}/metadata did not return a "
+                                      "CapabilityStatement: is base_url a FHIR server's base?")
+            self._capabilities = Capabilities(body)
+        return self._capabilities
+
+    # -- search -------------------------------------------------------------
+
+    def _search_headers(self) -> dict[str, str]:
+        headers = {"Cache-Control": "no-cache"}
+        if self.strict:
+            headers["Prefer"] = "handling=strict"
+        return headers
+
+    def search(self, rtype: str, params: Sequence[tuple[str, str]] = (), *,
+               count: int | None = None) -> Iterator[Page]:
+        """Pages of ``rtype?params``, following next links as given until there are none."""
+        query = list(params)
+        if not any(k == "_count" for k, _ in query):
+            query.append(("_count", str(count or self.page_size)))
+        headers = self._search_headers()
+        page = self._page(self.url(rtype), query, headers)
+        yield page
+        seen: set[str] = set()
+        while page.next_url:
+            nxt = self._check_next(page.next_url)
+            if nxt in seen:
+                raise PagingError(f"{rtype}: the server's next link points back to a page "
+                                  "already read")
+            seen.add(nxt)
+            try:
+                page = self._page(nxt, None, headers)
+            except HttpError as exc:
+                if exc.status in (404, 410):
+                    raise PagingError(f"{rtype}: a next page is gone (HTTP {exc.status}); "
+                                      "the server's paging expired", status=exc.status) from None
+                raise
+            yield page
+
+    def count(self, rtype: str, params: Sequence[tuple[str, str]] = ()) -> int | None:
+        """How many resources match (``_summary=count``), or None if the server won't say."""
+        body, _ = self.get_json(self.url(rtype), [*params, ("_summary", "count")],
+                                self._search_headers())
+        total = body.get("total")
+        return total if isinstance(total, int) else None
+
+    def server_time(self, probe_type: str = "Patient") -> str | None:
+        """The server's clock now, as an instant: from a cheap search's Bundle.meta.lastUpdated,
+        else its HTTP Date header (whole seconds, rounded down). Servers that refuse the
+        search (``_summary=count`` is not universal) are asked for their metadata instead."""
+        try:
+            body, r = self.get_json(self.url(probe_type), [("_summary", "count")],
+                                    self._search_headers())
+        except HttpError as exc:
+            if exc.status is None or not 400 <= exc.status < 500 or exc.status in (401, 403):
+                raise
+            _, r = self.get_json(self.url("metadata"), headers={"Cache-Control": "no-cache"})
+            return to_instant(r.headers.get("Date"))
+        meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+        stamp = to_instant(meta.get("lastUpdated"))
+        header = to_instant(r.headers.get("Date"))
+        if stamp and header:
+            # a cached search can carry an old stamp; a far-off one is not the clock
+            gap = abs((_parse(stamp) - _parse(header)).total_seconds())
+            return stamp if gap < 300 else header
+        return stamp or header
+
+    def history(self, rtype: str, since: str) -> Iterator[Page]:
+        """Pages of ``rtype/_history?_since=`` (deletions show as entries without a resource)."""
+        page = self._page(self.url(f"{rtype}/_history"),
+                          [("_since", since), ("_count", str(self.page_size))], {})
+        yield page
+        seen: set[str] = set()
+        while page.next_url:
+            nxt = self._check_next(page.next_url)
+            if nxt in seen:
+                return
+            seen.add(nxt)
+            page = self._page(nxt, None, {})
+            yield page
+
+    def _check_next(self, next_url: str) -> str:
+        url = urljoin(self.base_url + "/", next_url)
+        if _origin(url) != self._origin:
+            raise PagingError(f"the server's next link goes to another host ({_origin(url)}); "
+                              "not following it with our credentials. Set base_url to the "
+                              "address the server calls itself.")
+        return url
+
+    def _page(self, url: str, params: Sequence[tuple[str, str]] | None,
+              headers: dict[str, str]) -> Page:
+        body, _ = self.get_json(url, params, headers)
+        if body.get("resourceType") != "Bundle":
+            raise HttpError(f"GET {describe_url(url, self.base_url)}: expected a Bundle, "
+                            f"got {body.get('resourceType')}")
+        return to_page(body)
+
+
+def to_page(bundle: dict) -> Page:
+    resources: list[dict] = []
+    included: list[dict] = []
+    outcomes: list[str] = []
+    for entry in bundle.get("entry") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+            continue
+        resource = entry["resource"]
+        mode = (entry.get("search") or {}).get("mode") if isinstance(entry.get("search"),
+                                                                      dict) else None
+        if mode == "outcome" or (resource.get("resourceType") == "OperationOutcome"
+                                 and mode != "match"):
+            outcomes.append(outcome_text(resource))
+        elif mode == "include":
+            included.append(resource)
+        else:
+            resources.append(resource)
+    next_url = next((link.get("url") for link in bundle.get("link") or []
+                     if isinstance(link, dict) and link.get("relation") == "next"
+                     and link.get("url")), None)
+    total = bundle.get("total")
+    meta = bundle.get("meta") if isinstance(bundle.get("meta"), dict) else {}
+    return Page(bundle=bundle, resources=resources, included=included, outcomes=outcomes,
+                total=total if isinstance(total, int) else None,
+                server_time=to_instant(meta.get("lastUpdated")), next_url=next_url)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _parse(instant: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(instant.replace("Z", "+00:00"))
