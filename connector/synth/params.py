@@ -30,10 +30,12 @@ class SynthParams:
     #: online Nov 2022). Index dates are uniform in the range, but a study patient must
     #: progress and start a salvage line before the cutoff, so in practice study
     #: patients are infused by ~16 months before it (2020-12). The range start sets
-    #: the follow-up: calibrated to the published median follow-up of the TCE subgroup,
-    #: 21.3 months (reverse Kaplan-Meier from progression).
+    #: the follow-up: with TCE available mostly late in the era (``tce_availability_*``)
+    #: it is calibrated to the published median follow-up of the TCE subgroup, 21.3
+    #: months (reverse Kaplan-Meier from progression); the whole cohort is followed
+    #: longer (~24 months), which leaves room for the published ~3 lines per patient.
     data_cutoff: dt.date = _d("2022-03-31")
-    index_date_min: dt.date = _d("2018-07-01")
+    index_date_min: dt.date = _d("2017-07-01")
     index_date_max: dt.date = _d("2021-06-30")
     #: ICD-10-PCS CAR-T codes exist only from these dates (codes.md [S1]); CPT Cat I
     #: 38225/38228 replaced Cat III 0537T/0540T on this date (codes.md [S2, S12]).
@@ -86,7 +88,9 @@ class SynthParams:
     marrow_plasma_cells_in_cr_pct: float = 2.0
 
     # -- salvage lines after progression ------------------------------------------------
-    line_start_after_confirm_days: tuple[int, int] = (0, 30)
+    #: Relapsed refractory disease is re-treated promptly (the next regimen is usually
+    #: planned while the progression is being confirmed).
+    line_start_after_confirm_days: tuple[int, int] = (0, 14)
     min_days_between_line_starts: int = 45  # > the 30-day regimen window
     car_t_manufacturing_days: tuple[int, int] = (30, 50)  # apheresis → lymphodepletion
     transplant_start_after_confirm_days: tuple[int, int] = (14, 45)
@@ -97,14 +101,35 @@ class SynthParams:
     min_follow_up_for_new_line_days: int = 90
     max_lines: int = 10  # published range 1-10
     #: After a confirmed progression on a line, the chance of another line (else best
-    #: supportive care). Calibrated so lines per patient have median 2, range 1-10
-    #: (published: 237 lines / 79 patients, median 2, range 1-10) with OS ~18 months.
-    #: With a ~21-month follow-up the mean is ~2.2, below the published 3.0: a higher
-    #: value adds few lines (follow-up ends them) and lengthens OS.
-    p_next_line: float = 0.82
-    #: Chance that a line is T-cell engaging, by line number (last value repeats).
-    #: Calibrated to the published 44% of patients ever receiving TCE.
-    p_tce_by_line: tuple[float, ...] = (0.26, 0.23, 0.19, 0.15)
+    #: supportive care), for most patients. With the three parameters below, calibrated
+    #: so lines per patient have median 2, range 1-10 and a mean near the published
+    #: 3.0 (237 lines / 79 patients) with OS ~18 months.
+    p_next_line: float = 0.75
+    #: Patient-level tolerance of salvage therapy: this fraction of patients is fit
+    #: enough to go through line after line (another line after a progression with
+    #: ``p_next_line_tolerant``; death hazard on a line times ``tolerant_hazard_ratio``,
+    #: 1 = no survival advantage of its own). Makes the long tail of lines per patient
+    #: (published range 1-10) without lengthening everyone's survival. Assumption.
+    p_lines_tolerant: float = 0.40
+    p_next_line_tolerant: float = 0.97
+    tolerant_hazard_ratio: float = 1.0
+    #: PFS of a non-TCE (or transplant) line shrinks with the line number: its drawn
+    #: time to progression is multiplied by this factor for salvage line 1, 2, ...
+    #: (last value repeats; line 1 keeps the calibrated first-line PFS). Assumption:
+    #: real-world refractory myeloma responds ever more briefly to each later line.
+    pfs_line_factor: tuple[float, ...] = (1.0, 0.8, 0.65, 0.55, 0.5)
+    #: Chance that a line is T-cell engaging, by line number (last value repeats), when
+    #: TCE is fully available (see below). Calibrated to the published 44% of patients
+    #: ever receiving TCE and, through the share of TCE first lines, to the first-line
+    #: ORR of 43.4%.
+    p_tce_by_line: tuple[float, ...] = (0.46, 0.33, 0.25, 0.2)
+    #: TCE availability by calendar date: bispecifics and second CAR-T were mostly in
+    #: trials from 2019 (teclistamab approved Oct 2022). The chance of a TCE line is
+    #: ``p_tce_by_line`` times a factor rising linearly from ``tce_early_factor`` on the
+    #: first date to 1 on the second (constant outside). Later lines (and later
+    #: patients) get TCE more, so the TCE subgroup has a shorter follow-up than the rest.
+    tce_availability_ramp: tuple[dt.date, dt.date] = (_d("2019-07-01"), _d("2021-07-01"))
+    tce_early_factor: float = 0.2
 
     # -- response and PFS per line (class-level values are assumptions) -----------------
     #: Calibrated so first-line ORR ≈ 43% (published 43.4%) and TCE ORR ≈ 90% (published
@@ -179,7 +204,7 @@ class SynthParams:
             if isinstance(value, dt.date):
                 value = value.isoformat()
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.isoformat() if isinstance(v, dt.date) else v for v in value]
             out[f.name] = value
         return out
 
@@ -190,7 +215,10 @@ PUBLISHED: dict[str, str] = {
     "n_sites": "2 centres (Mount Sinai, MSKCC)",
     "max_lines": "salvage lines per patient: range 1-10",
     "p_next_line": "calibrated to 237 lines in 79 patients, median 2",
+    "p_lines_tolerant": "calibrated to 237 lines in 79 patients, range 1-10",
+    "p_next_line_tolerant": "calibrated to 237 lines in 79 patients, range 1-10",
     "p_tce_by_line": "calibrated to 35/79 (44.3%) ever receiving TCE",
+    "index_date_min": "calibrated to the TCE subgroup's median follow-up, 21.3 months",
     "response_probs": "calibrated to first-line ORR 43.4% and TCE ORR 91.4%",
     "pfs_median_days": "calibrated to first-line median PFS 3.5 months",
     "death_hazard_per_month": "calibrated to median OS 17.9 months from relapse",

@@ -173,11 +173,26 @@ def index_product_key(rng: random.Random, p: SynthParams) -> str:
 # --------------------------------------------------------------- salvage lines
 
 
+def tce_availability(p: SynthParams, day: int) -> float:
+    """How available TCE was on ``day`` (0..1): mostly trials before the approvals."""
+    lo, hi = (ordinal(d) for d in p.tce_availability_ramp)
+    if day >= hi:
+        return 1.0
+    if day <= lo:
+        return p.tce_early_factor
+    return p.tce_early_factor + (1.0 - p.tce_early_factor) * (day - lo) / (hi - lo)
+
+
+def by_line(values: Sequence[float], line: int) -> float:
+    """The value for salvage line ``line`` (1-based); the last value repeats."""
+    return values[min(line, len(values)) - 1]
+
+
 def choose_regimen(rng: random.Random, p: SynthParams, line: int, previous: frozenset[str],
-                   used: set[str], other_product: str,
-                   allow_car_t: bool) -> tuple[str, cat.Regimen]:
+                   used: set[str], other_product: str, allow_car_t: bool,
+                   day: int) -> tuple[str, cat.Regimen]:
     """A regimen not given before that adds a drug the previous line lacked."""
-    p_tce = p.p_tce_by_line[min(line, len(p.p_tce_by_line)) - 1]
+    p_tce = by_line(p.p_tce_by_line, line) * tce_availability(p, day)
     pools = [("tce", p.tce_weights), ("non_tce", p.non_tce_weights)]
     if rng.random() >= p_tce:
         pools.reverse()
@@ -332,10 +347,12 @@ class CohortPatient:
         prev_start = (course.index_day or 0) + min(p.lymphodepletion_days)
         last_start = self.cutoff - p.min_follow_up_for_new_line_days
         line = 1
+        self.tolerant = rng.random() < p.p_lines_tolerant
+        p_next = p.p_next_line_tolerant if self.tolerant else p.p_next_line
         while True:
             allow_car_t = confirm + 30 + p.car_t_manufacturing_days[1] + 5 <= last_start
             key, regimen = choose_regimen(rng, p, line, self.previous, self.used,
-                                          self.other_product, allow_car_t)
+                                          self.other_product, allow_car_t, confirm)
             gap = rng.randint(*p.line_start_after_confirm_days)
             apheresis = None
             if regimen.kind == "car_t":
@@ -367,7 +384,7 @@ class CohortPatient:
             prev_start = start
             self.previous = frozenset(course.lines[-1].ingredients)
             self.used.add(key)
-            if line >= p.max_lines or rng.random() >= p.p_next_line:
+            if line >= p.max_lines or rng.random() >= p_next:
                 death = confirm + max(7, int(lognormal_days(
                     rng, p.bsc_survival_median_days, p.bsc_survival_sigma)))
                 track.follow(death)
@@ -385,7 +402,11 @@ class CohortPatient:
                                               descent)
         pfs_days = 0.0 if category == "PD" else lognormal_days(
             rng, p.pfs_median_days[group][category], p.pfs_sigma)
+        if group != "tce":
+            pfs_days *= by_line(p.pfs_line_factor, line)
         hazard = p.death_hazard_per_month[group] / DAYS_PER_MONTH
+        if self.tolerant:
+            hazard *= p.tolerant_hazard_ratio
         high = p.high_burden_dflc_mg_l if course.flc_only else p.high_burden_serum_g_dl
         if track.last.value >= high:
             hazard *= p.high_burden_hazard_ratio

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import datetime as dt
 import random
 from pathlib import Path
 
@@ -10,9 +12,10 @@ import orjson
 import pytest
 
 from connector.synth import simulate
+from connector.synth.course import ordinal
 from connector.synth.labs import PD_RISE, Marker
 from connector.synth.params import DEFAULT_PARAMS
-from connector.synth.timeline import fit_under_ceiling
+from connector.synth.timeline import by_line, fit_under_ceiling, tce_availability
 
 ROOT = Path(__file__).resolve().parents[2]
 LOINC_ANALYTE = {"33358-3": "serum_m_protein", "36916-5": "kappa_flc",
@@ -97,3 +100,19 @@ def test_lab_values_are_inside_the_map_stage_plausible_range(
                 assert res["valueQuantity"]["value"] <= DEFAULT_PARAMS.burden_ceiling_serum_g_dl
             checked += 1
     assert checked > 1000
+
+
+def test_tce_availability_rises_over_the_era() -> None:
+    p = DEFAULT_PARAMS
+    lo, hi = (ordinal(d) for d in p.tce_availability_ramp)
+    assert tce_availability(p, lo - 400) == p.tce_early_factor < 0.5
+    assert p.tce_early_factor < tce_availability(p, (lo + hi) // 2) < 1.0
+    assert tce_availability(p, hi) == tce_availability(p, hi + 400) == 1.0
+    flat = dataclasses.replace(p, tce_availability_ramp=(dt.date(2019, 1, 1),) * 2)
+    assert tce_availability(flat, ordinal("2019-01-01")) == 1.0  # no division by zero
+
+
+def test_line_values_repeat_the_last_one() -> None:
+    factors = DEFAULT_PARAMS.pfs_line_factor
+    assert by_line(factors, 1) == 1.0  # the first line keeps the calibrated PFS
+    assert by_line(factors, 9) == factors[-1] < by_line(factors, 2) < 1.0
