@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench soak fixtures clean
+.PHONY: demo test lint bench soak fixtures clean migration check-migrations
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ fixtures: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+## Schema migrations: `make migration MSG="what changed"` after editing connector/db/models.py.
+migration: $(STAMP)
+	$(BIN)/python -m connector.db.migrations revision -m "$(MSG)"
+
+check-migrations: $(STAMP)
+	$(BIN)/python -m connector.db.migrations check
 
 clean:
 	rm -rf $(VENV) cohort.db report .pytest_cache
