@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,53 @@ def start_behind_proxy(*, auth: dict | None = None, token_lifetime: int = 3600,
     proxy.upstream_port = server.port
     proxy.start()
     return server, proxy
+
+
+def reset_proxy(proxy: Any) -> None:
+    """Put a shared (module-scoped) fault proxy back to fault-free with cleared counters,
+    as ``FaultProxy`` starts, so no test sees the faults or counts of the one before."""
+    from fault_proxy import ALL_KINDS
+
+    proxy.rate, proxy.script, proxy.hook, proxy.only = 0.0, [], None, None
+    proxy.kinds = ALL_KINDS
+    proxy.retry_after, proxy.slow_seconds = "1", 2.0
+    proxy.faults.clear()
+    proxy.requests = 0
+    proxy.paths.clear()
+    proxy.__dict__.pop("decide", None)  # a test's patched decide() does not outlive it
+
+
+@contextmanager
+def serving(resources: Iterable[dict], *, bulk_root: Path | None = None) -> Iterator[FhirServer]:
+    """A server of its own holding ``resources``, stopped on leaving the block.
+
+    ``bulk_root``: where the server writes $export files (sekmet's default is ./data/bulk).
+    """
+    server = start_server()
+    try:
+        _load(server, resources, bulk_root)
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def serving_behind_proxy(resources: Iterable[dict], *,
+                         bulk_root: Path | None = None) -> Iterator[tuple[FhirServer, Any]]:
+    """As ``serving``, behind a fault-free proxy: (server, proxy), both stopped on leaving."""
+    server, proxy = start_behind_proxy()
+    try:
+        _load(server, resources, bulk_root)
+        yield server, proxy
+    finally:
+        proxy.stop()
+        server.stop()
+
+
+def _load(server: FhirServer, resources: Iterable[dict], bulk_root: Path | None) -> None:
+    if bulk_root is not None:
+        server.ctx.bulk.root = bulk_root
+    load_resources(server, resources)
 
 
 # ---------------------------------------------------------------- loading

@@ -63,7 +63,7 @@ from connector.fhir.bulk import (
     PollPolicy,
 )
 from connector.fhir.client import FhirClient, outcome_text, to_instant
-from connector.fhir.config import SiteConfig, config_for_url, load_site_config, with_options
+from connector.fhir.config import SiteConfig, site_config_for_run
 from connector.fhir.errors import FhirSourceError, SiteConfigError
 from connector.progress import Progress
 
@@ -503,15 +503,26 @@ def load_export_file(store: RawStore, path: Path, *, kind: str, site: str, sourc
     return n
 
 
-def _add_outcome(store: RawStore, line: bytes, *, site: str, source: str,
-                 outcomes: Counter | None) -> None:
+def _resource_or_quarantine(store: RawStore, line: bytes, resource_type: str, *, site: str,
+                            source: str, reason: str) -> dict | None:
+    """The line as a ``resource_type`` resource; otherwise it is quarantined with ``reason``
+    and None returned, so the error and deleted files treat a bad line the same way."""
     try:
         body = orjson.loads(line)
     except orjson.JSONDecodeError:
         body = None
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        store.quarantine(line, site=site, source=source,
-                         reason="export error file: a line that is not an OperationOutcome")
+    if not isinstance(body, dict) or body.get("resourceType") != resource_type:
+        store.quarantine(line, site=site, source=source, reason=reason)
+        return None
+    return body
+
+
+def _add_outcome(store: RawStore, line: bytes, *, site: str, source: str,
+                 outcomes: Counter | None) -> None:
+    body = _resource_or_quarantine(store, line, "OperationOutcome", site=site, source=source,
+                                   reason="export error file: a line that is not an "
+                                          "OperationOutcome")
+    if body is None:
         return
     severities = [str(i.get("severity") or "error") for i in body.get("issue") or []
                   if isinstance(i, dict)] or ["error"]
@@ -524,13 +535,9 @@ def _add_outcome(store: RawStore, line: bytes, *, site: str, source: str,
 
 
 def _add_deleted(store: RawStore, line: bytes, *, site: str, source: str) -> None:
-    try:
-        bundle = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        bundle = None
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-        store.quarantine(line, site=site, source=source,
-                         reason="export deleted file: a line that is not a Bundle")
+    bundle = _resource_or_quarantine(store, line, "Bundle", site=site, source=source,
+                                     reason="export deleted file: a line that is not a Bundle")
+    if bundle is None:
         return
     for entry in bundle.get("entry") or []:
         request = entry.get("request") if isinstance(entry, dict) else None
@@ -741,13 +748,7 @@ def extract_bulk(engine: Engine, source: str, *, site: str | None = None,
     if options.pop("scope", None) is not None:
         raise SiteConfigError("--scope applies to REST extraction; a bulk export takes the "
                               "whole server, the Patient compartment or a Group (--group ID)")
-    if source.startswith(("http://", "https://")):
-        config = config_for_url(source, site)
-    else:
-        config = load_site_config(source)
-        if site:
-            options["name"] = site
-    config = with_options(config, options)
+    config = site_config_for_run(source, site, options)
     policy = poll_policy or PollPolicy(max_wait=config.retry.retry_after_cap)
     if bulk_timeout is not None:
         policy.timeout = float(bulk_timeout)

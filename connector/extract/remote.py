@@ -58,9 +58,7 @@ from connector.fhir.client import Capabilities, FhirClient, Page, shift_instant,
 from connector.fhir.config import (
     PATIENT_TYPES,
     SiteConfig,
-    config_for_url,
-    load_site_config,
-    with_options,
+    site_config_for_run,
 )
 from connector.fhir.errors import (
     AuthError,
@@ -822,13 +820,7 @@ def extract_remote(engine: Engine, source: str, *, site: str | None = None,
     """
     options = dict(options)
     screen_terms = options.pop("screen_terms", None)
-    if source.startswith(("http://", "https://")):
-        config = config_for_url(source, site)
-    else:
-        config = load_site_config(source)
-        if site:
-            options["name"] = site
-    config = with_options(config, options)
+    config = site_config_for_run(source, site, options)
     client = FhirClient.for_site(config)
     try:
         return RemoteExtraction(engine, config, client, progress, screen_terms).run()

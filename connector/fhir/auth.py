@@ -32,7 +32,7 @@ from connector.fhir.retry import (
     call_with_retries,
     describe_exception,
     is_retryable_status,
-    parse_retry_after,
+    transient_for_response,
 )
 
 log = logging.getLogger(__name__)
@@ -156,8 +156,7 @@ class TokenAuth(Auth):
             r = self._session.get(url, timeout=self._timeout,
                                   headers={"Accept": "application/json"})
             if is_retryable_status(r.status_code):
-                raise TransientError(f"HTTP {r.status_code}", status=r.status_code,
-                                     retry_after=parse_retry_after(r.headers.get("Retry-After")))
+                raise transient_for_response(r)
             try:
                 return r, r.json()
             except ValueError:
@@ -191,8 +190,7 @@ class TokenAuth(Auth):
             r = self._session.post(url, data=form, timeout=self._timeout, headers={
                 "Accept": "application/json", **headers})
             if is_retryable_status(r.status_code):
-                raise TransientError(f"HTTP {r.status_code}", status=r.status_code,
-                                     retry_after=parse_retry_after(r.headers.get("Retry-After")))
+                raise transient_for_response(r)
             try:
                 body = r.json()
             except ValueError:

@@ -54,7 +54,6 @@ from connector.fhir.errors import (
 from connector.fhir.redact import describe_url
 from connector.fhir.retry import (
     TransientError,
-    call_with_retries,
     describe_exception,
     is_retryable_exception,
     is_retryable_status,
@@ -524,12 +523,7 @@ class BulkClient:
             raise AuthError(f"{what} was refused (HTTP 401){_colon(text)}. Check [auth] in "
                             f"the site config ({self.client.auth.kind}).")
         if is_retryable_status(status):
-            if status in (429, 503):
-                wait = parse_retry_after(r.headers.get("Retry-After"))
-                if wait is not None:
-                    self.client.limiter.pause(min(wait, self.client.retry.retry_after_cap))
-            raise TransientError(f"HTTP {status}", status=status, detail=text,
-                                 retry_after=parse_retry_after(r.headers.get("Retry-After")))
+            raise self.client.transient(r, text)
         if status == 403:
             raise AuthError(f"{what} was forbidden (HTTP 403){_colon(text)}. Check the scopes "
                             "granted to this client (bulk export needs system/*.read or "
@@ -540,29 +534,7 @@ class BulkClient:
 
     def retrying(self, attempt: Callable[[], Any], what: str) -> Any:
         """Run ``attempt`` under the client's retry policy and the run's retry budget."""
-        client = self.client
-
-        def on_retry(exc: BaseException, number: int, wait: float) -> None:
-            reason = describe_exception(exc)
-            client.stats.retried(reason)
-            log.info("retrying %s after %s (attempt %d of %d, waiting %.1f s)", what, reason,
-                     number, client.retry.max_attempts, wait)
-
-        try:
-            return call_with_retries(attempt, policy=client.retry, budget=client.budget,
-                                     on_retry=on_retry, sleep=self.sleep)
-        except TransientError as exc:
-            detail = f": {exc.detail}" if exc.detail else ""
-            raise RetryExhausted(f"{what} failed ({self._why()}): {exc.reason}{detail}",
-                                 status=exc.status) from None
-        except requests.RequestException as exc:
-            raise RetryExhausted(f"{what} failed ({self._why()}): "
-                                 f"{describe_exception(exc)}") from None
-
-    def _why(self) -> str:
-        if self.client.budget.exhausted:
-            return "the run's retry budget is used up"
-        return f"{self.client.retry.max_attempts} attempts"
+        return self.client.retrying(attempt, what, sleep=self.sleep)
 
     def check_origin(self, url: str, what: str) -> None:
         if _origin(url) != self.origin:

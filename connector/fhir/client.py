@@ -18,11 +18,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -50,7 +50,8 @@ from connector.fhir.retry import (
     call_with_retries,
     describe_exception,
     is_retryable_status,
-    parse_retry_after,
+    parse_http_date,
+    transient_for_response,
 )
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,7 @@ def to_instant(value: str | None) -> str | None:
     try:
         when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
+        when = parse_http_date(value)
     if when is None:
         return None
     if when.tzinfo is None:
@@ -294,15 +292,22 @@ class FhirClient:
         def attempt() -> tuple[dict, requests.Response]:
             return self._attempt(method, url, params, headers or {}, data, what, hidden, state)
 
+        return self.retrying(attempt, what)
+
+    def retrying(self, attempt: Callable[[], Any], what: str, *,
+                 sleep: Callable[[float], None] = time.sleep) -> Any:
+        """Run ``attempt`` under the client's retry policy and the run's retry budget; when
+        they run out, raise ``RetryExhausted`` naming ``what`` and the last reason."""
         try:
-            return self._retrying(attempt, what=what)
+            return self._retrying(attempt, what=what, sleep=sleep)
         except TransientError as exc:
             raise RetryExhausted(self._gave_up(what, exc.reason, exc.detail),
                                  status=exc.status) from None
         except requests.RequestException as exc:
             raise RetryExhausted(self._gave_up(what, describe_exception(exc), "")) from None
 
-    def _retrying(self, attempt: Any, what: str = "token request") -> Any:
+    def _retrying(self, attempt: Any, what: str = "token request", *,
+                  sleep: Callable[[float], None] = time.sleep) -> Any:
         def on_retry(exc: BaseException, number: int, wait: float) -> None:
             reason = describe_exception(exc)
             self.stats.retried(reason)
@@ -310,7 +315,7 @@ class FhirClient:
                      what, reason, number, self.retry.max_attempts, wait)
 
         return call_with_retries(attempt, policy=self.retry, budget=self.budget,
-                                 on_retry=on_retry)
+                                 on_retry=on_retry, sleep=sleep)
 
     def _gave_up(self, what: str, reason: str, detail: str) -> str:
         why = ("the run's retry budget is used up" if self.budget.exhausted
@@ -332,11 +337,7 @@ class FhirClient:
             raise AuthError(f"{what} was refused (HTTP 401){self._detail(r, hidden)}. "
                             f"Check [auth] in the site config ({self.auth.kind}).")
         if is_retryable_status(status):
-            retry_after = parse_retry_after(r.headers.get("Retry-After"))
-            if retry_after is not None and status in (429, 503):
-                self.limiter.pause(min(retry_after, self.retry.retry_after_cap))
-            raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after,
-                                 detail=self._detail(r, hidden).lstrip(": "))
+            raise self.transient(r, self._detail(r, hidden).lstrip(": "))
         if status == 403:
             raise AuthError(f"{what} was forbidden (HTTP 403){self._detail(r, hidden)}. "
                             "Check the scopes granted to this client.")
@@ -351,6 +352,15 @@ class FhirClient:
         if not isinstance(body, dict):
             raise HttpError(f"{what}: the answer is not a JSON object", status=status)
         return body, r
+
+    def transient(self, r: requests.Response, detail: str = "") -> TransientError:
+        """The retryable error for ``r`` (its status ``is_retryable_status``). A server that
+        asks to slow down (429 or 503 with Retry-After) also pauses the run's rate limiter,
+        so the other threads wait too instead of each being refused in turn."""
+        exc = transient_for_response(r, detail)
+        if exc.retry_after is not None and exc.status in (429, 503):
+            self.limiter.pause(min(exc.retry_after, self.retry.retry_after_cap))
+        return exc
 
     def _send(self, method: str, url: str, params: Sequence[tuple[str, str]] | None,
               headers: dict[str, str], data: Any) -> requests.Response:

@@ -62,6 +62,18 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
         return max(0.0, seconds)
     except ValueError:
         pass
+    when = parse_http_date(value)
+    if when is None:
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def parse_http_date(value: str) -> dt.datetime | None:
+    """An HTTP date (``Wed, 21 Oct 2015 07:28:00 GMT``) as an aware datetime, or None.
+
+    A date without a zone is taken as UTC, as HTTP dates always are.
+    """
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -70,8 +82,15 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    now = now or dt.datetime.now(dt.UTC)
-    return max(0.0, (when - now).total_seconds())
+    return when
+
+
+def transient_for_response(r: requests.Response, detail: str = "") -> TransientError:
+    """The ``TransientError`` for an answer whose status ``is_retryable_status``, with the
+    server's Retry-After: one wording of the retry reason for every caller."""
+    status = r.status_code
+    return TransientError(f"HTTP {status}", status=status, detail=detail,
+                          retry_after=parse_retry_after(r.headers.get("Retry-After")))
 
 
 def describe_exception(exc: BaseException) -> str:

@@ -3,10 +3,11 @@ proxy) and a scripted stub server for protocol corners sekmet does not reach."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from bulk_stub import StubServer
-from fault_proxy import ALL_KINDS
-from fhir_server import load_resources, start_behind_proxy, start_server, tiny_cohort
+from fhir_server import reset_proxy, serving, serving_behind_proxy, tiny_cohort
 
 from connector.fhir.config import RetryConfig
 
@@ -15,9 +16,9 @@ FAST = {"poll_max_wait": 0.05, "rate_limit": 0,
         "retry": RetryConfig(backoff_initial=0.02, backoff_max=0.1)}
 
 
-def _bulk_root(server, tmp_path_factory) -> None:
+def _bulk_root(tmp_path_factory) -> Path:
     """sekmet writes export files under ./data/bulk by default; keep them in a temp dir."""
-    server.ctx.bulk.root = tmp_path_factory.mktemp("sekmet") / "bulk"
+    return tmp_path_factory.mktemp("sekmet") / "bulk"
 
 
 @pytest.fixture(scope="module")
@@ -28,46 +29,31 @@ def bulk_data() -> dict:
 @pytest.fixture(scope="module")
 def bulk_server(bulk_data, tmp_path_factory):
     """A server that tests must not change (module-scoped)."""
-    server = start_server()
-    _bulk_root(server, tmp_path_factory)
-    load_resources(server, bulk_data["resources"])
-    yield server
-    server.stop()
+    with serving(bulk_data["resources"], bulk_root=_bulk_root(tmp_path_factory)) as server:
+        yield server
 
 
 @pytest.fixture
 def fresh_server(bulk_data, tmp_path_factory):
     """A server of its own, for tests that change data on it."""
-    server = start_server()
-    _bulk_root(server, tmp_path_factory)
-    load_resources(server, bulk_data["resources"])
-    yield server
-    server.stop()
+    with serving(bulk_data["resources"], bulk_root=_bulk_root(tmp_path_factory)) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def _bulk_proxied_module(bulk_data, tmp_path_factory):
-    server, proxy = start_behind_proxy()
-    _bulk_root(server, tmp_path_factory)
-    load_resources(server, bulk_data["resources"])
-    yield server, proxy
-    proxy.stop()
-    server.stop()
+    with serving_behind_proxy(bulk_data["resources"],
+                              bulk_root=_bulk_root(tmp_path_factory)) as pair:
+        yield pair
 
 
 @pytest.fixture
 def bulk_proxied(_bulk_proxied_module):
     """(server, proxy), the proxy fault-free and its counters cleared for each test."""
     server, proxy = _bulk_proxied_module
-    proxy.rate, proxy.script, proxy.hook, proxy.only = 0.0, [], None, None
-    proxy.kinds = ALL_KINDS
-    proxy.retry_after, proxy.slow_seconds = "1", 2.0
-    proxy.faults.clear()
-    proxy.requests = 0
-    proxy.paths.clear()
-    proxy.__dict__.pop("decide", None)  # a test's patched decide() does not outlive it
+    reset_proxy(proxy)
     yield server, proxy
-    proxy.__dict__.pop("decide", None)
+    proxy.__dict__.pop("decide", None)  # a test's patched decide() does not outlive it
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fhir_server import load_resources, start_behind_proxy, start_server, tiny_cohort
+from fhir_server import serving, serving_behind_proxy, tiny_cohort
 
 from connector.db import get_engine, init_db
 
@@ -16,20 +16,15 @@ def cohort_data() -> dict:
 @pytest.fixture(scope="module")
 def loaded_server(cohort_data):
     """A server holding the tiny cohort; tests must not change it (use a fresh one for that)."""
-    server = start_server()
-    load_resources(server, cohort_data["resources"])
-    yield server
-    server.stop()
+    with serving(cohort_data["resources"]) as server:
+        yield server
 
 
 @pytest.fixture
 def fresh_server(cohort_data):
     """A server of the test's own, behind a fault-free proxy: (server, proxy)."""
-    server, proxy = start_behind_proxy()
-    load_resources(server, cohort_data["resources"])
-    yield server, proxy
-    proxy.stop()
-    server.stop()
+    with serving_behind_proxy(cohort_data["resources"]) as pair:
+        yield pair
 
 
 @pytest.fixture
