@@ -92,12 +92,17 @@ def test_derived_tables_reproduce_ground_truth(request, large_truth, tmp_path):
     truth = analyze_frames(*frames_from_ground_truth(large_truth / "ground_truth.json",
                                                      include_excluded=True)).results
     assert derived["n_patients"] == truth["n_patients"]
-    for group in ("overall", "tce", "non_tce"):
-        d, t = derived["first_line"]["orr"][group], truth["first_line"]["orr"][group]
-        assert abs(d["estimate"] - t["estimate"]) <= 0.05, (group, d, t)
-        d = derived["first_line"]["pfs_median_months"][group]
-        t = truth["first_line"]["pfs_median_months"][group]
-        if t["estimate"] is not None:
-            assert d["estimate"] == pytest.approx(t["estimate"], rel=0.15), (group, d, t)
-    d, t = derived["os_median_months"], truth["os_median_months"]
-    assert d["estimate"] == pytest.approx(t["estimate"], rel=0.10)
+    checks = [(f"first-line ORR {g}", derived["first_line"]["orr"][g],
+               truth["first_line"]["orr"][g]) for g in ("overall", "tce", "non_tce")]
+    checks += [(f"first-line median PFS {g}", derived["first_line"]["pfs_median_months"][g],
+                truth["first_line"]["pfs_median_months"][g]) for g in ("overall", "tce", "non_tce")]
+    checks.append(("median OS", derived["os_median_months"], truth["os_median_months"]))
+    for name, d, t in checks:
+        print(f"{name}: derived {d['estimate']} vs truth {t['estimate']} "
+              f"(95% CI {t['ci_low']}-{t['ci_high']})")
+    for name, d, t in checks:
+        if t["estimate"] is None:
+            continue
+        low = t["ci_low"] if t["ci_low"] is not None else float("-inf")
+        high = t["ci_high"] if t["ci_high"] is not None else float("inf")
+        assert low <= d["estimate"] <= high, (name, d, t)

@@ -95,6 +95,19 @@ def test_results_count_the_ground_truth_cohort(two_runs):
           f"first-line ORR={results['first_line']['orr']['overall']['estimate']:.3f}")
 
 
+def test_results_equal_the_same_analysis_of_ground_truth(two_runs):
+    """On the default cohort the connector's results are those of the true cohort."""
+    from connector.analysis import analyze_frames, frames_from_ground_truth
+
+    outs, _, _ = two_runs
+    results = json.loads((outs[0] / "results.json").read_text())
+    truth = analyze_frames(*frames_from_ground_truth(FIXTURE / "ground_truth.json",
+                                                     include_excluded=True)).results
+    for key in ("n_patients", "n_sites", "n_lines", "excluded", "first_line",
+                "os_median_months", "os_median_months_by_ever_tce"):
+        assert results[key] == truth[key], key
+
+
 def test_report_folder_has_every_contract_file(two_runs):
     out = two_runs[0][0]
     for name in ("results.json", "report.md", "report.html", "patients.csv",
