@@ -12,14 +12,14 @@ import datetime as dt
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import orjson
 
 from connector.keys import patient_key
-from connector.mapping.codesets import CodeSets
+from connector.mapping.codesets import CodeSets, normalize_code
 from connector.mapping.fhir import (
     Coding,
     Excluded,
@@ -37,7 +37,6 @@ from connector.mapping.match import (
     match_coded_text,
     match_coded_value,
     match_drug,
-    match_lab,
     match_procedure,
     unit_rule,
 )
@@ -69,9 +68,14 @@ class RawRow:
 
 @dataclass
 class SiteResult:
-    """Everything the map stage writes for one site, plus its counts."""
+    """What the map stage wrote for one site: its counts, and the rows when collected.
+
+    The row lists are filled only by a collecting ``SiteMapper`` (the default);
+    the map stage streams rows to the database instead and keeps only ``counts``.
+    """
 
     site: str
+    counts: Counter = field(default_factory=Counter)  # table → rows kept
     patients: list[Row] = field(default_factory=list)
     exposures: list[Row] = field(default_factory=list)
     procedures: list[Row] = field(default_factory=list)
@@ -87,14 +91,36 @@ class SiteResult:
 
 
 #: Validates many stored bodies at once: items are (resource type, body, max string chars).
-BatchValidator = Callable[[list[tuple[str, str, int]]], list[str | None]]
+#: The answers may come back lazily (an iterator over worker results), in item order.
+BatchValidator = Callable[[list[tuple[str, str, int]]], Iterable[str | None]]
 PENDING_BATCH = 4000
+#: Rows (of all tables) a streaming mapper holds before ``drain`` should be called.
+DRAIN_ROWS = 2000
+LAB_CODE_CACHE = 20000
 
 
-def structure_problem(resource_type: str, res: dict, max_chars: int) -> str | None:
-    """Why a resource cannot be stored (a bad string, invalid R4B), or None."""
+def may_hold_bad_string(body: str | None, max_chars: int) -> bool:
+    """Whether a stored body could hold an oversized or NUL string.
+
+    A decoded JSON string is never longer than its encoded text, and a NUL can
+    only arrive as the escape ``\\u0000`` (raw control characters are invalid
+    JSON), so a short body without that escape needs no scan.
+    """
+    return body is None or len(body) > max_chars or "\\u0000" in body
+
+
+def structure_problem(resource_type: str, res: dict, max_chars: int,
+                      body: str | None = None) -> str | None:
+    """Why a resource cannot be stored (a bad string, invalid R4B), or None.
+
+    ``body`` is the stored text of ``res`` when known; it lets the string scan be skipped.
+    """
     try:
-        return bad_string(res, max_chars) or r4b_problem(resource_type, res)
+        if may_hold_bad_string(body, max_chars):
+            problem = bad_string(res, max_chars)
+            if problem:
+                return problem
+        return r4b_problem(resource_type, res)
     except RecursionError:
         return "resource nested too deeply"
 
@@ -103,28 +129,57 @@ def validate_stored(item: tuple[str, str, int]) -> str | None:
     """``structure_problem`` of a stored body; the unit of work of a validation process."""
     resource_type, body, max_chars = item
     try:
-        return structure_problem(resource_type, orjson.loads(body), max_chars)
+        return structure_problem(resource_type, orjson.loads(body), max_chars, body)
     except Exception as exc:  # noqa: BLE001  (reported as a reason, never raised)
         return f"unexpected error while validating: {type(exc).__name__}"
 
 
 class _Candidates:
-    """Rows keyed by their table's natural key; the first by sort order wins."""
+    """Rows keyed by their table's natural key; the first by sort order wins.
+
+    Only the keys and the winners' sort orders stay for the whole site; rows wait
+    in ``buffer`` until drained. When a later resource beats a row already
+    drained (written), its key goes to ``retract`` so the writer deletes it first.
+    """
 
     def __init__(self) -> None:
-        self.rows: dict[tuple, tuple[tuple, Row]] = {}
+        self.held: dict[tuple, tuple] = {}  # natural key → sort order of the winner
+        self.buffer: dict[tuple, Row] = {}
+        self.retract: list[tuple] = []
         self.duplicates = 0
 
     def add(self, key: tuple, order: tuple, row: Row) -> None:
-        held = self.rows.get(key)
+        held = self.held.get(key)
         if held is not None:
             self.duplicates += 1
-            if held[0] <= order:
+            if held <= order:
                 return
-        self.rows[key] = (order, row)
+            if key not in self.buffer:
+                self.retract.append(key)
+        self.held[key] = order
+        self.buffer[key] = row
+
+    def drain(self) -> tuple[list[tuple], list[Row]]:
+        """Keys to delete, then rows to insert, since the last drain."""
+        retract, rows = self.retract, list(self.buffer.values())
+        self.retract, self.buffer = [], {}
+        return retract, rows
 
     def sorted_rows(self) -> list[Row]:
-        return [row for _, row in sorted(self.rows.values(), key=lambda item: item[0])]
+        """Every winner in sort order (for a collecting mapper, which never drains)."""
+        return [self.buffer[key] for key in sorted(self.buffer, key=self.held.__getitem__)]
+
+
+@dataclass
+class Drained:
+    """Rows produced since the last drain, and natural keys of written rows that lost."""
+
+    patients: list[Row] = field(default_factory=list)
+    exposures: list[Row] = field(default_factory=list)
+    procedures: list[Row] = field(default_factory=list)
+    labs: list[Row] = field(default_factory=list)
+    quarantine: list[Row] = field(default_factory=list)
+    retract: dict[str, list[tuple]] = field(default_factory=dict)  # table → keys
 
 
 class SiteMapper:
@@ -132,14 +187,18 @@ class SiteMapper:
 
     def __init__(self, codesets: CodeSets, site: str, *, secret: bytes | None,
                  today: dt.date, unmapped_only: bool = False,
-                 validate_many: BatchValidator | None = None) -> None:
+                 validate_many: BatchValidator | None = None,
+                 collect: bool = True) -> None:
         self.cs = codesets
         self.site = site
         self.secret = secret
         self.unmapped_only = unmapped_only
+        self.collect = collect
         self.max_date = today + dt.timedelta(days=codesets.max_future_days)
         self.result = SiteResult(site=site)
-        self.patients: dict[str, Row] = {}
+        self.patients: dict[str, int | None] = {}  # source id → birth year
+        self._patient_rows: list[Row] = []
+        self._quarantine_rows: list[Row] = []
         self.bad_patients: set[str] = set()
         self.medications: dict[str, tuple[RawRow, dict]] = {}
         self._medication_problem: dict[str, str | None] = {}
@@ -150,6 +209,17 @@ class SiteMapper:
         self._validate_many = validate_many
         # Resources that passed the cheap checks, waiting for batch validation.
         self._pending: list[tuple[RawRow, dict, list[tuple[_Candidates, tuple, tuple, Row]]]] = []
+        # A batch sent to the validation workers, answered while the next one is mapped.
+        self._inflight: tuple[list, Iterable[str | None]] | None = None
+        # (system, code) as sent → analyte or None; bounded so odd extracts cannot grow it.
+        self._lab_codes: dict[tuple[str, str], str | None] = {}
+        self._handlers = {
+            "Patient": self._patient,
+            "Medication": self._medication,
+            "MedicationAdministration": self._medication_administration,
+            "Procedure": self._procedure,
+            "Observation": self._observation,
+        }
 
     # -- entry points -------------------------------------------------------
 
@@ -163,13 +233,7 @@ class SiteMapper:
         if not isinstance(resource, dict):
             self._quarantine(row, "stored body is not a JSON object")
             return
-        handler = {
-            "Patient": self._patient,
-            "Medication": self._medication,
-            "MedicationAdministration": self._medication_administration,
-            "Procedure": self._procedure,
-            "Observation": self._observation,
-        }.get(row.resource_type)
+        handler = self._handlers.get(row.resource_type)
         if handler is None:
             return
         try:
@@ -189,15 +253,42 @@ class SiteMapper:
             self._flush()
 
     def finish(self) -> SiteResult:
+        """Validate what is still queued and complete the counts (and rows, when collecting)."""
         self._flush()
+        self._resolve()
         result = self.result
-        result.patients = sorted(self.patients.values(), key=lambda r: r["source_id"])
-        result.exposures = self._exposures.sorted_rows()
-        result.procedures = self._procedures.sorted_rows()
-        result.labs = self._labs.sorted_rows()
+        result.counts.update({
+            "patient": len(self.patients), "medication_exposure": len(self._exposures.held),
+            "procedure_event": len(self._procedures.held), "lab_result": len(self._labs.held),
+            "quarantine": len(self._quarantined)})
+        if self.collect:
+            result.patients = sorted(self._patient_rows, key=lambda r: r["source_id"])
+            result.exposures = self._exposures.sorted_rows()
+            result.procedures = self._procedures.sorted_rows()
+            result.labs = self._labs.sorted_rows()
+            result.quarantine = self._quarantine_rows
         result.duplicates = (self._exposures.duplicates + self._procedures.duplicates
                              + self._labs.duplicates)
         return result
+
+    def buffered(self) -> int:
+        """Rows waiting to be drained."""
+        return (len(self._patient_rows) + len(self._quarantine_rows) + len(self._labs.buffer)
+                + len(self._exposures.buffer) + len(self._procedures.buffer))
+
+    def drain(self) -> Drained:
+        """Hand over the rows produced so far (a streaming mapper's writer calls this)."""
+        out = Drained(patients=self._patient_rows, quarantine=self._quarantine_rows)
+        self._patient_rows, self._quarantine_rows = [], []
+        for table, candidates, rows in (
+                ("medication_exposure", self._exposures, out.exposures),
+                ("procedure_event", self._procedures, out.procedures),
+                ("lab_result", self._labs, out.labs)):
+            retract, drained = candidates.drain()
+            rows.extend(drained)
+            if retract:
+                out.retract[table] = retract
+        return out
 
     # -- Patient and Medication ---------------------------------------------
 
@@ -210,16 +301,17 @@ class SiteMapper:
             if gender is not None and gender not in GENDERS:
                 raise Reject("unknown gender value")
             death_date, deceased = self._death(res, birth_year)
-            self._structure(row.resource_type, res)
+            self._structure(row.resource_type, res, row.body)
         except Reject:
             self.bad_patients.add(row.resource_id)
             raise
-        self.patients[row.resource_id] = {
+        self.patients[row.resource_id] = birth_year
+        self._patient_rows.append({
             "site": self.site, "source_id": row.resource_id,
             "patient_key": patient_key(self.site, row.resource_id, self.secret),
             "birth_year": birth_year, "sex": gender, "death_date": death_date,
             "deceased": deceased, "version_id": row.version_id,
-        }
+        })
 
     def _birth_year(self, res: dict) -> int | None:
         if "birthDate" not in res:
@@ -313,7 +405,7 @@ class SiteMapper:
         """Validate a separate Medication once; quarantine it and its users when invalid."""
         if medication_id not in self._medication_problem:
             row, res = self.medications[medication_id]
-            problem = structure_problem("Medication", res, self.cs.max_string_chars)
+            problem = structure_problem("Medication", res, self.cs.max_string_chars, row.body)
             self._medication_problem[medication_id] = problem
             if problem:
                 self._quarantine(row, problem)
@@ -345,7 +437,7 @@ class SiteMapper:
 
     def _observation(self, row: RawRow, res: dict) -> None:
         code = self._code(res)
-        hit = match_lab(self.cs, code)
+        hit = self._lab_hit(code)
         if hit is None:
             self._unmapped(row.resource_type, [code])
             return
@@ -363,6 +455,43 @@ class SiteMapper:
             {"site": self.site, "patient_source_id": patient, "source_id": row.resource_id,
              "version_id": row.version_id, "analyte": analyte, "effective_date": effective,
              **value})])
+
+    def _lab_hit(self, concept: dict) -> tuple[str, Coding] | None:
+        """``match_lab`` on the raw codings, with system lookups memoized.
+
+        Most Observations of a lab-heavy extract are not study labs, so this is
+        the hot path: no objects are built until a code matches.
+        """
+        items = concept.get("coding")
+        if not isinstance(items, list):
+            return None
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            code = item.get("code")
+            if not isinstance(code, str) or not code:
+                continue
+            system = item.get("system")
+            if not isinstance(system, str):
+                continue
+            pair = (system, code)
+            if pair in self._lab_codes:
+                analyte = self._lab_codes[pair]
+            else:
+                analyte = self._lab_analyte(system, code)
+                if len(self._lab_codes) < LAB_CODE_CACHE:
+                    self._lab_codes[pair] = analyte
+            if analyte:
+                display = item.get("display")
+                return analyte, Coding(system.split("|", 1)[0], code,
+                                       display if isinstance(display, str) else None)
+        return None
+
+    def _lab_analyte(self, system: str, code: str) -> str | None:
+        namespace = self.cs.namespace(system)
+        if namespace is None:
+            return None
+        return self.cs.labs.get((namespace, normalize_code(namespace, code)))
 
     # -- checks shared by the event types -------------------------------------
 
@@ -398,12 +527,12 @@ class SiteMapper:
     def _check_date(self, day: dt.date, patient: str, what: str) -> None:
         if day < self.cs.min_event_date or day > self.max_date:
             raise Reject(f"implausible {what} date")
-        birth_year = self.patients[patient]["birth_year"]
+        birth_year = self.patients[patient]
         if birth_year is not None and day.year < birth_year:
             raise Reject(f"{what} date before the patient's birth")
 
-    def _structure(self, resource_type: str, res: dict) -> None:
-        problem = structure_problem(resource_type, res, self.cs.max_string_chars)
+    def _structure(self, resource_type: str, res: dict, body: str | None = None) -> None:
+        problem = structure_problem(resource_type, res, self.cs.max_string_chars, body)
         if problem:
             raise Reject(problem)
 
@@ -413,17 +542,34 @@ class SiteMapper:
         self._pending.append((row, res, additions))
 
     def _flush(self) -> None:
-        """Validate the queued resources (in worker processes when given) and keep the valid."""
+        """Validate the queued resources (in worker processes when given) and keep the valid.
+
+        A batch sent to workers is answered at the next flush, so the workers
+        validate while this process maps the following resources.
+        """
         pending, self._pending = self._pending, []
         if not pending:
             return
         limit = self.cs.max_string_chars
         if self._validate_many is None:
-            problems = [structure_problem(row.resource_type, res, limit)
-                        for row, res, _ in pending]
-        else:
-            problems = self._validate_many(
-                [(row.resource_type, row.body, limit) for row, _, _ in pending])
+            self._keep_valid(pending, [structure_problem(row.resource_type, res, limit, row.body)
+                                       for row, res, _ in pending])
+            return
+        # Workers get the stored text (cheap to pickle), not the parsed dicts.
+        sent = [(row, None, additions) for row, _, additions in pending]
+        answers = self._validate_many([(row.resource_type, row.body, limit)
+                                       for row, _, _ in pending])
+        self._resolve()
+        self._inflight = (sent, answers)
+
+    def _resolve(self) -> None:
+        """Wait for the batch in the workers, if any, and keep its valid resources."""
+        if self._inflight is not None:
+            sent, answers = self._inflight
+            self._inflight = None
+            self._keep_valid(sent, list(answers))
+
+    def _keep_valid(self, pending: list, problems: list[str | None]) -> None:
         for (row, _, additions), problem in zip(pending, problems, strict=True):
             if problem:
                 self._quarantine(row, problem)
@@ -505,6 +651,8 @@ class SiteMapper:
     def _unmapped(self, resource_type: str, concepts: list[object]) -> None:
         result = self.result
         result.unmapped_resources += 1
+        if not self.unmapped_only:
+            return  # the code report is computed by its own pass (connector.mapping.unmapped)
         seen: set[UnmappedKey] = set()
         for concept in concepts:
             found = codings(concept)
@@ -534,7 +682,7 @@ class SiteMapper:
             return
         self._quarantined.add((row.content_hash, reason))
         self.result.reasons[reason.split(":", 1)[0]] += 1
-        self.result.quarantine.append({
+        self._quarantine_rows.append({
             "site": self.site, "stage": "map", "resource_type": row.resource_type,
             "resource_id": row.resource_id, "reason": reason, "source": row.source,
             "content_hash": row.content_hash, "raw": row.body})

@@ -2,7 +2,8 @@
 
 A site's normalized rows and its map-stage quarantine are rebuilt as a whole
 (delete, then insert in batches, in one transaction), so a rerun gives the
-same tables and an interrupted run leaves the previous ones in place.
+same tables and an interrupted run leaves the previous ones in place. Rows are
+written as they are produced, so memory does not grow with the site's size.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from connector.db.models import (
 from connector.keys import load_secret
 from connector.mapping.codesets import CodeSets, load_codesets
 from connector.mapping.resources import (
+    DRAIN_ROWS,
     EVENT_TYPES,
     BatchValidator,
+    Drained,
     RawRow,
     SiteMapper,
     SiteResult,
@@ -67,11 +70,9 @@ class MapSummary:
 
     def add(self, result: SiteResult) -> None:
         self.sites.append(result.site)
-        self.rows["patient"] += len(result.patients)
-        self.rows["medication_exposure"] += len(result.exposures)
-        self.rows["procedure_event"] += len(result.procedures)
-        self.rows["lab_result"] += len(result.labs)
-        self.quarantined += len(result.quarantine)
+        for name in TABLES:
+            self.rows[name] += result.counts[name]
+        self.quarantined += result.counts["quarantine"]
         self.unmapped += result.unmapped_resources
         self.excluded += sum(result.excluded.values())
         self.duplicates += result.duplicates
@@ -101,9 +102,10 @@ def run_map(engine: Engine, site: str | None = None,
             result = map_site(engine, name, codesets=codesets, secret=secret, advance=advance,
                               validate_many=validate_many)
             summary.add(result)
+            counts = result.counts
             log.info("map %s: %d patients, %d exposures, %d procedures, %d labs, "
-                     "%d quarantined", name, len(result.patients), len(result.exposures),
-                     len(result.procedures), len(result.labs), len(result.quarantine))
+                     "%d quarantined", name, counts["patient"], counts["medication_exposure"],
+                     counts["procedure_event"], counts["lab_result"], counts["quarantine"])
     return summary
 
 
@@ -129,9 +131,10 @@ def validation_pool(total_rows: int) -> Iterator[BatchValidator | None]:
         return
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
     try:
-        def validate_many(items: list[tuple[str, str, int]]) -> list[str | None]:
-            chunk = max(50, len(items) // (workers * 4))
-            return list(executor.map(validate_stored, items, chunksize=chunk))
+        def validate_many(items: list[tuple[str, str, int]]) -> Iterator[str | None]:
+            # Submitted now, answered lazily: the caller maps on while workers validate.
+            chunk = max(50, len(items) // (workers * 2))
+            return executor.map(validate_stored, items, chunksize=chunk)
 
         yield validate_many
     finally:
@@ -142,19 +145,31 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
              advance: Callable[[float], None] | None = None,
              today: dt.date | None = None,
              validate_many: BatchValidator | None = None) -> SiteResult:
-    """Map one site inside one transaction: read, map, delete the old rows, insert."""
+    """Map one site inside one transaction: delete its old rows, then stream in the new.
+
+    Rows are inserted in batches as they are produced; a row that later loses to
+    a duplicate with an earlier sort order is deleted again (rare), so only the
+    natural keys of the site's rows stay in memory.
+    """
     advance = advance or (lambda _n=1: None)
     with engine.begin() as conn:
+        clear_site_rows(conn, site)
         mapper = SiteMapper(codesets, site, secret=secret, today=today or dt.date.today(),
-                            validate_many=validate_many)
+                            validate_many=validate_many, collect=False)
+        now = dt.datetime.now(dt.UTC)
         read = 0
         for types in (FIRST_PASS, EVENT_TYPES):
             for row in iter_raw(conn, site, types):
                 mapper.add(row)
                 read += 1
-                advance(1)
+                if read % 256 == 0 and mapper.buffered() >= DRAIN_ROWS:
+                    write_drained(conn, site, mapper.drain(), now)
+                if read % 500 == 0:
+                    advance(500)
+        advance(read % 500)
         result = mapper.finish()
-        replace_site_rows(conn, site, result, create_site=read > 0)
+        write_drained(conn, site, mapper.drain(), now)
+        touch_site(conn, site, now, create_site=read > 0)
     return result
 
 
@@ -186,24 +201,55 @@ def iter_raw(conn: Connection, site: str, types: tuple[str, ...]) -> Iterator[Ra
                      content_hash=r[3], source=r[4] or "", body=r[5])
 
 
-def replace_site_rows(conn: Connection, site: str, result: SiteResult, *,
-                      create_site: bool = True) -> None:
-    """Swap the site's normalized rows and map quarantine for ``result``'s.
+#: The natural key of each event table, in the order ``SiteMapper`` builds its keys.
+NATURAL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
+    "medication_exposure": (MedicationExposure, ("patient_source_id", "ingredient",
+                                                 "start_date")),
+    "procedure_event": (ProcedureEvent, ("patient_source_id", "category", "performed_date",
+                                         "product")),
+    "lab_result": (LabResult, ("patient_source_id", "analyte", "effective_date")),
+}
 
-    A site with nothing in the raw store gets its rows cleared but no new site row.
-    """
+
+def clear_site_rows(conn: Connection, site: str) -> None:
+    """Delete the site's normalized rows and map quarantine (inside the site's transaction)."""
     conn.execute(delete(Quarantine).where(Quarantine.site == site, Quarantine.stage == "map"))
     for model in (LabResult, ProcedureEvent, MedicationExposure, Patient):
         conn.execute(delete(model).where(model.site == site))
-    now = dt.datetime.now(dt.UTC)
+
+
+def touch_site(conn: Connection, site: str, now: dt.datetime, *,
+               create_site: bool = True) -> None:
+    """Stamp the site row; a site with nothing in the raw store gets no new site row."""
     # Update rather than replace: other stages keep their own columns on the site row.
     updated = conn.execute(update(Site).where(Site.name == site).values(loaded_at=now))
     if not updated.rowcount and create_site:
         conn.execute(insert(Site).values(name=site, loaded_at=now))
-    for model, rows in ((Patient, result.patients), (MedicationExposure, result.exposures),
-                        (ProcedureEvent, result.procedures), (LabResult, result.labs)):
+
+
+def write_drained(conn: Connection, site: str, out: Drained, now: dt.datetime) -> None:
+    """Delete rows that lost to a later duplicate, then insert the new rows."""
+    for table, keys in out.retract.items():
+        model, columns = NATURAL_KEYS[table]
+        for key in keys:
+            conn.execute(delete(model).where(
+                model.site == site,
+                *(getattr(model, col) == value for col, value in zip(columns, key, strict=True))))
+    for model, rows in ((Patient, out.patients), (MedicationExposure, out.exposures),
+                        (ProcedureEvent, out.procedures), (LabResult, out.labs)):
         insert_batches(conn, model, rows)
-    insert_batches(conn, Quarantine, [dict(q, created_at=now) for q in result.quarantine])
+    insert_batches(conn, Quarantine, [dict(q, created_at=now) for q in out.quarantine])
+
+
+def replace_site_rows(conn: Connection, site: str, result: SiteResult, *,
+                      create_site: bool = True) -> None:
+    """Swap the site's normalized rows and map quarantine for a collected ``result``'s."""
+    clear_site_rows(conn, site)
+    now = dt.datetime.now(dt.UTC)
+    touch_site(conn, site, now, create_site=create_site)
+    write_drained(conn, site, Drained(
+        patients=result.patients, exposures=result.exposures, procedures=result.procedures,
+        labs=result.labs, quarantine=result.quarantine), now)
 
 
 def insert_batches(conn: Connection, model: type, rows: list[dict]) -> None:
