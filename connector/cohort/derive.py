@@ -80,7 +80,15 @@ def derive_patient(patient: PatientInfo, exposures: list[Exposure],
     labs, disease status or a later line). ``rules`` defaults to mappings/rules.toml.
     """
     rules = rules or load_rules()
-    labs, _dropped = normalize_labs(labs, rules)
+    return derive_normalized(patient, exposures, procedures, normalize_labs(labs, rules)[0],
+                             rules)
+
+
+def derive_normalized(patient: PatientInfo, exposures: list[Exposure],
+                      procedures: list[Procedure], labs: list[Lab],
+                      rules: Rules) -> tuple[CohortPatientRecord, list[LineRecord]]:
+    """``derive_patient`` for labs already through ``normalize_labs`` (run_derive counts
+    the dropped values itself and so normalizes each patient's labs only once)."""
     contact = last_contact(patient, exposures, procedures, labs)
     found = find_index(exposures, procedures, rules)
     if found.infusion is None:

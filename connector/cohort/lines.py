@@ -45,10 +45,22 @@ class Line:
     transplant_dates: list[dt.date] = field(default_factory=list)
     ld_only: bool = False
     end: dt.date | None = None
+    # caches for the walk, which asks for these after every unit: the lists only
+    # grow, so only the items added since the last call are looked at
+    _seen: tuple[int, ...] = field(default=(0, 0, 0, 0), init=False, repr=False, compare=False)
+    _last: dt.date | None = field(default=None, init=False, repr=False, compare=False)
+    _names: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    _named: int = field(default=0, init=False, repr=False, compare=False)
 
     @property
     def ingredients(self) -> set[str]:
-        return {e.ingredient for e in self.exposures}
+        n = len(self.exposures)
+        if n < self._named:
+            self._names, self._named = set(), 0
+        if n != self._named:
+            self._names.update(e.ingredient for e in self.exposures[self._named:])
+            self._named = n
+        return set(self._names)
 
     @property
     def drugs(self) -> list[str]:
@@ -64,9 +76,19 @@ class Line:
 
     @property
     def last_activity(self) -> dt.date:
-        days = [e.last for e in self.exposures] + self.car_t_dates + self.transplant_dates
-        days += [p.date for p in self.procedures]
-        return max(days, default=self.start)
+        seen = (len(self.exposures), len(self.procedures), len(self.car_t_dates),
+                len(self.transplant_dates))
+        if seen != self._seen:
+            if any(n < old for n, old in zip(seen, self._seen, strict=True)):
+                self._seen, self._last = (0, 0, 0, 0), None
+            e0, p0, c0, t0 = self._seen
+            days = [e.last for e in self.exposures[e0:]] + self.car_t_dates[c0:]
+            days += self.transplant_dates[t0:] + [p.date for p in self.procedures[p0:]]
+            if self._last is not None:
+                days.append(self._last)
+            self._last = max(days, default=None)
+            self._seen = seen
+        return self._last if self._last is not None else self.start
 
     def add(self, unit: Unit) -> None:
         self.exposures += unit.exposures

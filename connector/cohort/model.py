@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PatientInfo:
     """The patient-level facts the cohort row carries through."""
 
@@ -23,7 +23,7 @@ class PatientInfo:
     death_date: dt.date | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Exposure:
     """One administration or course of one ingredient."""
 
@@ -38,7 +38,7 @@ class Exposure:
         return self.end if self.end is not None and self.end >= self.start else self.start
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Procedure:
     """A procedure in study terms (CAR-T infusion, transplant, apheresis...)."""
 
@@ -48,7 +48,7 @@ class Procedure:
     end: dt.date | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Lab:
     """A lab value in the canonical unit of its analyte (or a coded result)."""
 

@@ -110,7 +110,7 @@ def test_failed_run_leaves_the_old_tables(loaded, monkeypatch):
     run_derive(loaded)
     before = (_rows(loaded, CohortPatient), _rows(loaded, TherapyLine))
     calls = {"n": 0}
-    real = build.derive_patient
+    real = build.derive_normalized
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -118,7 +118,7 @@ def test_failed_run_leaves_the_old_tables(loaded, monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build, "derive_patient", flaky)
+    monkeypatch.setattr(build, "derive_normalized", flaky)
     with pytest.raises(RuntimeError):
         run_derive(loaded)
     assert (_rows(loaded, CohortPatient), _rows(loaded, TherapyLine)) == before
@@ -174,3 +174,36 @@ def test_run_derive_on_postgresql(pg_url):
         assert _rows(engine, TherapyLine) == rows
     finally:
         engine.dispose()
+
+
+def test_labs_no_rule_reads_only_set_last_contact(loaded):
+    """run_derive loads a haemoglobin series as its latest day alone; the row must match
+    derive_patient over every lab (the late haemoglobin is the last contact)."""
+    from connector.cohort import derive_patient, load_rules
+    from connector.cohort.build import load_timelines
+
+    with Session(loaded) as s:
+        for day, value in ((500, 11.0), (650, 10.5), (600, 12.0)):
+            s.add(LabResult(site="site_a", patient_source_id="1", source_id=f"hb-{day}",
+                            analyte="hemoglobin", effective_date=d(day), value=value,
+                            unit="g/dL"))
+        s.commit()
+    rules = load_rules()
+    with loaded.connect() as conn:
+        full = {tl.patient.source_id: tl for tl in load_timelines(conn, "site_a")}
+        lean = {tl.patient.source_id: tl for tl in load_timelines(conn, "site_a", rules)}
+    hb = [lab for lab in lean["1"].labs if lab.analyte == "hemoglobin"]
+    assert [(lab.date, lab.value) for lab in hb] == [(d(650), None)]
+    assert len(full["1"].labs) == len(lean["1"].labs) + 2
+    tl = full["1"]
+    expected, lines = derive_patient(tl.patient, tl.exposures, tl.procedures, tl.labs, rules)
+    assert expected.last_contact_date == d(650)
+    run_derive(loaded, site="site_a")
+    with Session(loaded) as s:
+        row = s.execute(select(CohortPatient).where(CohortPatient.site == "site_a",
+                                                    CohortPatient.source_id == "1")).scalar_one()
+        n_lines = s.execute(select(func.count()).select_from(TherapyLine).where(
+            TherapyLine.site == "site_a", TherapyLine.source_id == "1")).scalar_one()
+    assert row.last_contact_date == d(650)
+    assert row.progression_date == expected.progression_date
+    assert n_lines == len(lines)
