@@ -34,6 +34,12 @@ fixtures: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+## The long reliability soak (changing server, 30% faults, kills); SOAK_SECONDS=300 by default.
+SOAK_SECONDS ?= 300
+soak: $(STAMP)
+	COHORT_SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest -q -s -p no:cacheprovider \
+		tests/reliability/test_reliability_soak.py
+
 ## Schema migrations: `make migration MSG="what changed"` after editing connector/db/models.py.
 migration: $(STAMP)
 	$(BIN)/python -m connector.db.migrations revision -m "$(MSG)"

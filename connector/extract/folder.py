@@ -12,6 +12,7 @@ name for files directly inside it, unless ``--site`` names one.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import orjson
 from connector.extract.store import RawStore
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+BOM = b"\xef\xbb\xbf"
 
 
 def find_files(root: Path) -> list[Path]:
@@ -44,24 +46,42 @@ def site_of(path: Path, root: Path, override: str | None) -> str:
 
 
 def iter_lines(path: Path) -> Iterator[bytes]:
-    """Non-blank lines of an NDJSON file, gzip or plain, streamed."""
+    """Non-blank lines of an NDJSON file, gzip or plain, streamed.
+
+    A UTF-8 byte order mark at the start of the file (which some Windows tools write)
+    is dropped rather than making the first resource invalid JSON. A gzip file that
+    ends early raises (``EOFError``, ``gzip.BadGzipFile``, ``zlib.error``) after the
+    lines before the cut.
+    """
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as fh:
+        first = True
         for line in fh:
+            if first:
+                line = line.removeprefix(BOM)
+                first = False
             line = line.strip()
             if line:
                 yield line
 
 
 def load_file(store: RawStore, path: Path, *, site: str, source: str) -> int:
-    """Feed one file into the store; returns the number of entries read."""
+    """Feed one file into the store; returns the number of entries read.
+
+    A compressed file cut short keeps the resources before the cut and is itself
+    quarantined with its reason, so one damaged file does not stop the run.
+    """
     if path.name.endswith(NDJSON_SUFFIXES):
         n = 0
-        for line in iter_lines(path):
-            store.add_raw(line, site=site, source=source)
-            n += 1
+        try:
+            for line in iter_lines(path):
+                store.add_raw(line, site=site, source=source)
+                n += 1
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            store.quarantine(f"{path.name}: unreadable after {n} lines", site=site,
+                             source=source, reason=f"damaged compressed file: {exc}")
         return n
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(BOM)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -96,7 +96,7 @@ class StoreCounts:
         return sum(self.new.values()) + sum(self.updated.values())
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     site: str
     rtype: str
@@ -319,7 +319,7 @@ def _insert_plan(dialect: Dialect, fetched_at: dt.datetime
         raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
     table = RawResource.__table__
     prep = dialect.identifier_preparer
-    sql = (f"INSERT INTO {prep.format_table(table)} "
+    sql = (f"INSERT INTO {prep.format_table(table)} "  # noqa: S608 (names from the model)
            f"({', '.join(prep.quote(c) for c in _INSERT_COLUMNS)}) "
            f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})")
 
