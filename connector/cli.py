@@ -116,8 +116,6 @@ def run(
     work_dir: Path | None = WorkDirOpt,
 ) -> None:
     """Run every stage: extract, map, derive, analyze, and write the report folder."""
-    from connector import pipeline
-
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
     progress = _progress(quiet)
     engine = _open(db)
@@ -126,7 +124,6 @@ def run(
         _run_map(engine, site, progress)
         _run_derive(engine, site, progress)
         _run_analyze(engine, out, progress)
-    del pipeline
 
 
 @app.command()
