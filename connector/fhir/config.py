@@ -105,6 +105,10 @@ class SiteConfig:
     patient_ids_file: str | None = None  # scope = "patients": one Patient id a line
     page_size: int = 200
     patients_per_request: int = 20
+    #: Length budget of the id list in one change check (``_lastUpdated`` search of known
+    #: patients); ~3,500 characters keeps the whole URL well under the 8 KB many servers
+    #: and proxies accept.
+    max_query_chars: int = 3500
     concurrency: int = 4
     rate_limit: float = 10.0
     timeout: float = 60.0
@@ -140,6 +144,8 @@ class SiteConfig:
         for name in ("page_size", "patients_per_request", "concurrency"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
+        if int(self.max_query_chars) < 64:
+            problems.append("max_query_chars must be at least 64")
         if self.rate_limit < 0 or self.timeout <= 0 or self.connect_timeout <= 0:
             problems.append("rate_limit must be >= 0, timeouts > 0")
         if self.overlap_seconds < 0:

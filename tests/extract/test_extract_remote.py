@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import pytest
@@ -237,6 +238,46 @@ def test_incremental_runs_fetch_only_changes(fresh_server, cohort_data, make_eng
     assert raw[("Observation", f"ob-{pid}-1")].deleted
     assert fourth.counts.deleted["Observation"] == 1 and fourth.read == 0
     assert sum(r.deleted for r in raw.values()) == 1
+
+
+def _change_checks(paths: list[str], rtype: str) -> list[str]:
+    return [p for p in paths if p.startswith(f"/fhir/{rtype}?") and "_lastUpdated" in p
+            and "_summary" not in p and ("patient=" in p or "_id=" in p)]
+
+
+def test_change_checks_batch_known_patients_within_the_url_budget(fresh_server, cohort_data,
+                                                                   make_engine):
+    """A rerun asks for changes of many known patients at once (not patients_per_request at
+    a time), splits the ids when they exceed max_query_chars, and still sees a change."""
+    server, proxy = fresh_server
+    engine = make_engine()
+    opts = {**FAST, "site": "s1", "patients_per_request": 2}
+    extract_remote(engine, server.base_url, **opts)
+    known = len(cohort_data["car_t"])
+    assert known >= 6
+
+    proxy.paths.clear()
+    extract_remote(engine, server.base_url, **opts)
+    for rtype in ("Patient", "Observation", "Procedure", "MedicationAdministration"):
+        assert len(_change_checks(proxy.paths, rtype)) == 1, rtype
+
+    budget = 64  # the smallest allowed: several searches for this cohort's ids
+    pid = cohort_data["car_t"][-1]
+    obs = server.read("Observation", f"ob-{pid}-0")
+    obs["valueQuantity"]["value"] = 7.77
+    obs.pop("meta")
+    _put(server, obs)
+    proxy.paths.clear()
+    third = extract_remote(engine, server.base_url, **opts, max_query_chars=budget)
+    checks = _change_checks(proxy.paths, "Observation")
+    lists = [parse_qs(urlsplit(p).query)["patient"][0] for p in checks]
+    assert len(checks) > 1 and all(len(ids) <= budget for ids in lists)
+    assert sorted(i for ids in lists for i in ids.split(",")) == sorted(cohort_data["car_t"])
+    assert third.counts.updated.get("Observation") == 1
+
+    proxy.paths.clear()
+    extract_remote(engine, server.base_url, **{**opts, "patients_per_request": 1})
+    assert len(_change_checks(proxy.paths, "Observation")) == known  # one a search, as asked
 
 
 def test_overlap_refetches_are_harmless(loaded_server, make_engine):
