@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -34,11 +34,16 @@ class RawResource(SQLModel, table=True):
     """A FHIR resource as received, newest version only."""
 
     __tablename__ = "raw_resource"
-    __table_args__ = (UniqueConstraint("site", "resource_type", "resource_id"),)
+    __table_args__ = (
+        UniqueConstraint("site", "resource_type", "resource_id"),
+        # what the map stage reads (whole bodies, not deleted) and what it counts
+        # (trimmed), found in the index and read in storage order
+        Index("ix_raw_resource_kept", "site", "resource_type", "trimmed", "deleted"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
-    site: str = Field(index=True)
-    resource_type: str = Field(index=True)
+    site: str
+    resource_type: str
     resource_id: str
     version_id: str | None = None
     last_updated: str | None = None
@@ -46,6 +51,10 @@ class RawResource(SQLModel, table=True):
     content_hash: str
     source: str = ""
     deleted: bool = False
+    #: Set when only the resource's code was kept (an Observation no lab code set maps; see
+    #: connector/extract/trim.py): the digest of the lab code sets that decided it. NULL
+    #: for a whole body. ``content_hash`` is always that of the whole resource.
+    trimmed: str | None = None
     body: str = Field(sa_column=Column(Text, nullable=False))
 
 

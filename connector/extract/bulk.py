@@ -53,6 +53,7 @@ from connector.db.models import BulkFile, BulkJob, RawResource, SyncState
 from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
 from connector.extract.run import ExtractSummary, _finish_run, _merge_counts, _start_run
 from connector.extract.store import RawStore, StoreCounts
+from connector.extract.trim import default_trim
 from connector.fhir.bulk import (
     BulkClient,
     BulkExportError,
@@ -608,6 +609,11 @@ def request_key(request: ExportRequest) -> str:
     if request.type_filters:
         digest = hashlib.sha256("|".join(sorted(request.type_filters)).encode()).hexdigest()
         key += f" _typeFilter={digest[:10]}"
+    if not request.types or "Observation" in request.types:
+        # Observations are stored trimmed by the lab code sets in force: when they change,
+        # the next export is a full one (connector/extract/trim.py)
+        trim = default_trim()
+        key += f" bodies={trim.digest if trim else 'all'}"
     return key
 
 

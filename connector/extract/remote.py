@@ -54,6 +54,7 @@ from sqlalchemy.engine import Engine
 from connector.db.models import ExtractRun, RawResource, SyncState
 from connector.extract.run import ExtractSummary
 from connector.extract.store import RawStore, StoreCounts
+from connector.extract.trim import default_trim
 from connector.fhir.client import Capabilities, FhirClient, Page, shift_instant, to_instant
 from connector.fhir.config import (
     PATIENT_TYPES,
@@ -326,6 +327,8 @@ class RemoteExtraction:
         if self.config.detect_deletes and self.config.quirks.incremental:
             self._deletions(caps, types)
         marks = {rtype: self.t0 for rtype in types}
+        if "Observation" in types:
+            marks[_bodies_key()] = self.t0
         if self.config.scope == "cohort":
             marks[self._screen_key()] = self.t0
         return marks
@@ -368,6 +371,8 @@ class RemoteExtraction:
     def _since(self, key: str) -> str | None:
         if not self.config.quirks.incremental:
             return None
+        if key == "Observation" and _bodies_key() not in self.watermarks:
+            return None  # stored under other lab code sets: read Observations whole again
         mark = self.watermarks.get(key)
         return shift_instant(mark, -self.config.overlap_seconds) if mark else None
 
@@ -766,6 +771,12 @@ def _run_concurrently(jobs: list[Job], pages: Callable[[Job], Iterator[Page]],
 
 
 # ------------------------------------------------------------------- storage
+
+
+def _bodies_key() -> str:
+    """Watermark key of the Observation filter in force (connector.extract.trim)."""
+    trim = default_trim()
+    return f"bodies:{trim.digest if trim else 'all'}"
 
 
 def _utcnow() -> dt.datetime:

@@ -9,6 +9,7 @@ Input that is not a usable resource goes to quarantine with its reason.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Dialect
 
 from connector.db.models import Quarantine, RawResource
+from connector.extract.trim import ObservationTrim, default_trim
 
 #: The resource types the study reads; other types are counted and skipped.
 WANTED_TYPES = frozenset(
@@ -107,14 +109,25 @@ class _Pending:
     body: str
     source: str
     deleted: bool = False
+    trimmed: str | None = None  # the filter's digest when only the code is kept
+
+
+#: A stored row as the batch writer compares it: (versionId, lastUpdated, hash, deleted,
+#: trimmed).
+_Stored = tuple[str | None, str | None, str, bool, str | None]
+
+#: ``RawStore(trim=DEFAULT)``: the filter of the current mappings/ (connector.extract.trim).
+DEFAULT: Any = object()
 
 
 class RawStore:
     """Batching writer for ``raw_resource`` and ``quarantine`` on one connection."""
 
-    def __init__(self, conn: Connection, *, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(self, conn: Connection, *, batch_size: int = BATCH_SIZE,
+                 trim: ObservationTrim | None = DEFAULT) -> None:
         self.conn = conn
         self.batch_size = batch_size
+        self.trim: ObservationTrim | None = default_trim() if trim is DEFAULT else trim
         self.counts = StoreCounts()
         self._pending: dict[tuple[str, str, str], _Pending] = {}
         self._fetched_at = _utcnow()
@@ -166,16 +179,21 @@ class RawStore:
             self.quarantine(raw or repr(resource)[:100_000], site=site, source=source,
                             reason=f"cannot be stored: {exc}", resource_type=rtype)
             return
+        digest = content_hash(body)
+        kept = self.trim.trimmed(resource) if self.trim is not None else None
+        if kept is not None:
+            body = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
         item = _Pending(
             site=site,
             rtype=rtype,
             rid=rid,
             version_id=str(version_id) if version_id is not None else None,
             last_updated=str(last_updated) if last_updated is not None else None,
-            digest=content_hash(body),
+            digest=digest,
             body=body.decode(),
             source=source,
             deleted=deleted,
+            trimmed=self.trim.digest if kept is not None else None,
         )
         key = (site, rtype, rid)
         earlier = self._pending.get(key)
@@ -226,9 +244,8 @@ class RawStore:
 
     # -- output -----------------------------------------------------------
 
-    def _existing(self, items: list[_Pending]
-                  ) -> dict[tuple[str, str, str], tuple[str | None, str | None, str, bool]]:
-        """The stored (version, lastUpdated, hash, deleted) of the batch's ids.
+    def _existing(self, items: list[_Pending]) -> dict[tuple[str, str, str], _Stored]:
+        """The stored (version, lastUpdated, hash, deleted, trimmed) of the batch's ids.
 
         Asked per (site, type) with ``resource_id IN (...)``: a row-value
         ``(site, type, id) IN (...)`` is not matched to the unique index by SQLite,
@@ -237,18 +254,17 @@ class RawStore:
         by_kind: dict[tuple[str, str], list[str]] = {}
         for item in items:
             by_kind.setdefault((item.site, item.rtype), []).append(item.rid)
-        existing: dict[tuple[str, str, str], tuple[str | None, str | None, str, bool]] = {}
+        existing: dict[tuple[str, str, str], _Stored] = {}
         for (site, rtype), ids in by_kind.items():
             for start in range(0, len(ids), _ID_CHUNK):
-                rows = self.conn.execute(
-                    select(RawResource.resource_id, RawResource.version_id,
-                           RawResource.last_updated, RawResource.content_hash,
-                           RawResource.deleted)
-                    .where(RawResource.site == site, RawResource.resource_type == rtype,
-                           RawResource.resource_id.in_(ids[start:start + _ID_CHUNK]))
-                )
+                chunk = ids[start:start + _ID_CHUNK]
+                # driver-level SQL: building the statement in SQLAlchemy cost more than
+                # the lookup itself (2 ms a batch)
+                rows = self.conn.exec_driver_sql(_lookup_sql(self.conn.dialect, len(chunk)),
+                                                 (site, rtype, *chunk))
                 for row in rows:
-                    existing[(site, rtype, row[0])] = (row[1], row[2], row[3], row[4])
+                    existing[(site, rtype, row[0])] = (row[1], row[2], row[3], bool(row[4]),
+                                                       row[5])
         return existing
 
     def _values(self, item: _Pending) -> dict[str, Any]:
@@ -256,7 +272,8 @@ class RawStore:
             "site": item.site, "resource_type": item.rtype, "resource_id": item.rid,
             "version_id": item.version_id, "last_updated": item.last_updated,
             "fetched_at": self._fetched_at, "content_hash": item.digest,
-            "source": item.source, "deleted": item.deleted, "body": item.body,
+            "source": item.source, "deleted": item.deleted, "trimmed": item.trimmed,
+            "body": item.body,
         }
 
     def _insert(self, items: list[_Pending]) -> None:
@@ -269,7 +286,7 @@ class RawStore:
         """
         sql, fetched, flags = _insert_plan(self.conn.dialect, self._fetched_at)
         rows = [(i.site, i.rtype, i.rid, i.version_id, i.last_updated, fetched, i.digest,
-                 i.source, flags[i.deleted], i.body) for i in items]
+                 i.source, flags[i.deleted], i.trimmed, i.body) for i in items]
         self.conn.exec_driver_sql(sql, rows)
 
     def flush(self) -> None:
@@ -281,13 +298,20 @@ class RawStore:
         existing = self._existing(items)
         inserts: list[_Pending] = []
         updates: list[dict[str, Any]] = []
+        retrimmed: list[_Pending] = []
         for item in items:
             old = existing.get((item.site, item.rtype, item.rid))
             if old is None:
                 inserts.append(item)
                 self.counts.new[item.rtype] += 1
             elif old[2] == item.digest and old[3] == item.deleted:
+                if old[4] is not None and item.trimmed is None:  # trimmed before, wanted now
+                    updates.append(self._values(item))
+                    self.counts.updated[item.rtype] += 1
+                    continue
                 self.counts.unchanged[item.rtype] += 1
+                if old[4] is not None and old[4] != item.trimmed:
+                    retrimmed.append(item)  # still unused under the new code sets
             elif is_newer((item.version_id, item.last_updated), (old[0], old[1])):
                 updates.append(self._values(item))
                 self.counts.updated[item.rtype] += 1
@@ -303,11 +327,36 @@ class RawStore:
                        RawResource.resource_id == values["resource_id"])
                 .values(**values)
             )
+        for item in retrimmed:
+            self.conn.execute(
+                update(RawResource)
+                .where(RawResource.site == item.site, RawResource.resource_type == item.rtype,
+                       RawResource.resource_id == item.rid)
+                .values(trimmed=item.trimmed)
+            )
 
 
 _INSERT_COLUMNS = ("site", "resource_type", "resource_id", "version_id", "last_updated",
-                   "fetched_at", "content_hash", "source", "deleted", "body")
+                   "fetched_at", "content_hash", "source", "deleted", "trimmed", "body")
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+_LOOKUP_COLUMNS = ("resource_id", "version_id", "last_updated", "content_hash", "deleted",
+                   "trimmed")
+
+
+@functools.lru_cache(maxsize=64)
+def _lookup_sql(dialect: Dialect, n_ids: int) -> str:
+    """SELECT the stored state of ``n_ids`` ids of one site and type, in the driver's style."""
+    mark = _PLACEHOLDERS.get(dialect.paramstyle)
+    if mark is None:
+        raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
+    prep = dialect.identifier_preparer
+    table = prep.format_table(RawResource.__table__)
+    return (f"SELECT {', '.join(prep.quote(c) for c in _LOOKUP_COLUMNS)} "  # noqa: S608
+            f"FROM {table} WHERE {prep.quote('site')} = {mark} "
+            f"AND {prep.quote('resource_type')} = {mark} "
+            f"AND {prep.quote('resource_id')} IN ({', '.join([mark] * n_ids)})")
 
 
 def _insert_plan(dialect: Dialect, fetched_at: dt.datetime

@@ -81,6 +81,13 @@ class CodeSets:
         ns = self.systems.get(normalize_system(system))
         return canonical_namespace(ns) if ns else None
 
+    def lab_analyte(self, system: object, code: object) -> str | None:
+        """The analyte a lab coding stands for; None when it is not a study lab."""
+        namespace = self.namespace(system)
+        if namespace is None or not isinstance(code, str) or not code:
+            return None
+        return self.labs.get((namespace, normalize_code(namespace, code)))
+
     @property
     def min_event_date(self) -> dt.date:
         return dt.date.fromisoformat(self.limits.get("min_event_date", "1900-01-01"))

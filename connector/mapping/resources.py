@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import orjson
 
 from connector.keys import patient_key
-from connector.mapping.codesets import CodeSets, normalize_code
+from connector.mapping.codesets import CodeSets
 from connector.mapping.fhir import (
     Coding,
     Excluded,
@@ -84,6 +84,7 @@ class SiteResult:
     unmapped: Counter = field(default_factory=Counter)  # UnmappedKey → resources
     unmapped_display: dict[UnmappedKey, str] = field(default_factory=dict)
     unmapped_resources: int = 0
+    stale_trimmed: int = 0  # see connector.mapping.run.stale_trimmed
     excluded: Counter = field(default_factory=Counter)  # resource type → resources
     ignored: int = 0  # known codes that are not study events
     duplicates: int = 0
@@ -488,10 +489,7 @@ class SiteMapper:
         return None
 
     def _lab_analyte(self, system: str, code: str) -> str | None:
-        namespace = self.cs.namespace(system)
-        if namespace is None:
-            return None
-        return self.cs.labs.get((namespace, normalize_code(namespace, code)))
+        return self.cs.lab_analyte(system, code)
 
     # -- checks shared by the event types -------------------------------------
 

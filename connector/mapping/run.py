@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
+import orjson
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from connector.db.fastinsert import insert_rows
 from connector.db.models import (
     LabResult,
     MedicationExposure,
@@ -30,6 +32,7 @@ from connector.db.models import (
     RawResource,
     Site,
 )
+from connector.extract.trim import ObservationTrim, lab_filter_digest
 from connector.keys import load_secret
 from connector.mapping.codesets import CodeSets, load_codesets
 from connector.mapping.resources import (
@@ -67,6 +70,7 @@ class MapSummary:
     duplicates: int = 0  # events collapsed onto an earlier one with the same key
     ignored: int = 0  # known codes that are not study events (e.g. CAR-T transport)
     reasons: Counter = field(default_factory=Counter)  # quarantine reason → count
+    stale_trimmed: int = 0  # stored as their code only, but the lab code sets now want them
 
     def add(self, result: SiteResult) -> None:
         self.sites.append(result.site)
@@ -78,13 +82,18 @@ class MapSummary:
         self.duplicates += result.duplicates
         self.ignored += result.ignored
         self.reasons.update(result.reasons)
+        self.stale_trimmed += result.stale_trimmed
 
     def __str__(self) -> str:
         tables = ", ".join(f"{name} {self.rows[name]}" for name in TABLES)
         sites = ", ".join(self.sites) or "no sites"
-        return (f"{tables}; {self.quarantined} quarantined, {self.unmapped} unmapped, "
+        text = (f"{tables}; {self.quarantined} quarantined, {self.unmapped} unmapped, "
                 f"{self.excluded} excluded by status, {self.duplicates} duplicates "
                 f"collapsed ({sites})")
+        if self.stale_trimmed:
+            text += (f"; {self.stale_trimmed} Observations stored as their code only now match "
+                     "a lab code: extract again to fetch them whole")
+        return text
 
 
 def run_map(engine: Engine, site: str | None = None,
@@ -169,7 +178,15 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
         advance(read % 500)
         result = mapper.finish()
         write_drained(conn, site, mapper.drain(), now)
-        touch_site(conn, site, now, create_site=read > 0)
+        trimmed = count_trimmed(conn, site)
+        touch_site(conn, site, now, create_site=read + trimmed > 0)
+    result.unmapped_resources += trimmed  # each one is an Observation no lab code maps
+    result.stale_trimmed = stale_trimmed(engine, site, codesets)
+    if result.stale_trimmed:
+        log.warning("map %s: %d Observations were stored as their code only under other lab "
+                    "code sets and are study labs under the current ones; extract again "
+                    "(a folder or Bulk source restores them on its next load, a REST source "
+                    "reads Observations whole again)", site, result.stale_trimmed)
     return result
 
 
@@ -184,11 +201,39 @@ def _count_rows(engine: Engine, sites: list[str]) -> int:
     with engine.connect() as conn:
         return int(conn.execute(
             select(func.count()).select_from(RawResource)
-            .where(RawResource.site.in_(sites), RawResource.deleted.is_(False))).scalar_one())
+            .where(RawResource.site.in_(sites), RawResource.deleted.is_(False),
+                   RawResource.trimmed.is_(None))).scalar_one())
 
 
-def iter_raw(conn: Connection, site: str, types: tuple[str, ...]) -> Iterator[RawRow]:
-    """The site's current (not deleted) resources of ``types``, streamed."""
+def count_trimmed(conn: Connection, site: str) -> int:
+    """The site's current Observations stored as their code only (connector.extract.trim)."""
+    return int(conn.execute(
+        select(func.count()).select_from(RawResource)
+        .where(RawResource.site == site, RawResource.resource_type == "Observation",
+               RawResource.trimmed.is_not(None), RawResource.deleted.is_(False))).scalar_one())
+
+
+def stale_trimmed(engine: Engine, site: str, codesets: CodeSets) -> int:
+    """Trimmed rows, decided under other lab code sets, that the current ones would keep.
+
+    Only rows trimmed under another digest are read, so after an unchanged mappings/
+    this is one indexed count."""
+    digest = lab_filter_digest(codesets)
+    trim = ObservationTrim(codesets, digest)
+    stmt = (select(RawResource.body)
+            .where(RawResource.site == site, RawResource.resource_type == "Observation",
+                   RawResource.trimmed.is_not(None), RawResource.trimmed != digest,
+                   RawResource.deleted.is_(False))
+            .execution_options(yield_per=READ_BATCH))
+    with engine.connect() as conn:
+        return sum(1 for (body,) in conn.execute(stmt)
+                   if trim.is_study_lab(orjson.loads(body).get("code") or {}))
+
+
+def iter_raw(conn: Connection, site: str, types: tuple[str, ...], *,
+             trimmed: bool = False) -> Iterator[RawRow]:
+    """The site's current (not deleted) resources of ``types``, streamed; rows stored as
+    their code only (``trimmed``) are left out unless asked for."""
     stmt = (
         select(RawResource.resource_type, RawResource.resource_id, RawResource.version_id,
                RawResource.content_hash, RawResource.source, RawResource.body)
@@ -196,6 +241,8 @@ def iter_raw(conn: Connection, site: str, types: tuple[str, ...]) -> Iterator[Ra
                RawResource.resource_type.in_(types))
         .execution_options(yield_per=READ_BATCH)
     )
+    if not trimmed:
+        stmt = stmt.where(RawResource.trimmed.is_(None))
     for r in conn.execute(stmt):
         yield RawRow(resource_type=r[0], resource_id=r[1], version_id=r[2],
                      content_hash=r[3], source=r[4] or "", body=r[5])
@@ -253,5 +300,4 @@ def replace_site_rows(conn: Connection, site: str, result: SiteResult, *,
 
 
 def insert_batches(conn: Connection, model: type, rows: list[dict]) -> None:
-    for start in range(0, len(rows), BATCH_SIZE):
-        conn.execute(insert(model), rows[start:start + BATCH_SIZE])
+    insert_rows(conn, model, rows, batch_size=BATCH_SIZE)

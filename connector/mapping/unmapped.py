@@ -30,7 +30,7 @@ def collect_unmapped(engine: Engine) -> tuple[Counter, dict[UnmappedKey, str]]:
             mapper = SiteMapper(codesets, site, secret=None, today=dt.date.today(),
                                 unmapped_only=True)
             for types in (FIRST_PASS, EVENT_TYPES):
-                for row in iter_raw(conn, site, types):
+                for row in iter_raw(conn, site, types, trimmed=True):
                     mapper.add(row)
             result = mapper.finish()
             counts.update(result.unmapped)

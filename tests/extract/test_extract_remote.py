@@ -442,6 +442,7 @@ def test_rest_extraction_into_postgresql(loaded_server, cohort_data, pg_url):
         assert first.read == len(raw) > 0 and again.read == 0
         assert {rid for (t, rid) in raw if t == "Patient"} == set(cohort_data["car_t"])
         with Session(engine) as s:
-            assert len(s.exec(select(SyncState)).scalars().all()) == 6
+            # five types, the screen and the Observation filter (connector.extract.trim)
+            assert len(s.exec(select(SyncState)).scalars().all()) == 7
     finally:
         engine.dispose()

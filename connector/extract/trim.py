@@ -1,0 +1,102 @@
+"""Keep only the code of Observations the study does not use.
+
+A hospital extract is mostly routine results (vital signs, chemistry, blood
+counts) that no code set in ``mappings/labs.csv`` maps: about four in five
+resources of a lab-heavy export. Storing them whole would cost most of the raw
+store's size and of the load's time, and keep clinical data the study has no
+use for. So the raw store keeps, for such an Observation, its id, version, the
+hash of the whole resource and a *trimmed body*: ``resourceType``, ``id``,
+``meta`` and ``code``, enough for the unmapped-code report and for telling a
+changed resource from an unchanged one.
+
+The decision is the map stage's own (``CodeSets.lab_analyte`` on each coding),
+so a trimmed Observation is exactly one the map stage would count as unmapped.
+An Observation whose ``code`` is missing or malformed is kept whole, so the map
+stage quarantines it with its reason as before. When ``labs.csv`` gains a code,
+the stored trimmed rows that now match are reported by ``cohort map``; a
+folder or Bulk source restores them on its next load (same hash, now wanted),
+and a REST source reads Observations whole again because the filter's digest
+is part of its watermark (``connector/extract/remote.py``).
+
+Set ``COHORT_KEEP_ALL_BODIES=1`` to store every body whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported when used: connector.mapping imports this module too
+    from connector.mapping.codesets import CodeSets
+
+KEEP_ALL_ENV = "COHORT_KEEP_ALL_BODIES"
+TRIMMED_KEYS = ("resourceType", "id", "meta", "code")
+
+
+#: Distinct (system, code) answers remembered; a hospital uses a few thousand lab codes.
+MEMO_LIMIT = 50_000
+
+
+@dataclass(frozen=True)
+class ObservationTrim:
+    """Which Observations to store as their code only."""
+
+    codesets: CodeSets
+    digest: str
+    _memo: dict[tuple[object, object], bool] = field(default_factory=dict, compare=False,
+                                                      repr=False)
+
+    def trimmed(self, resource: dict[str, Any]) -> dict[str, Any] | None:
+        """The trimmed copy of ``resource``, or None to keep it whole."""
+        if resource.get("resourceType") != "Observation":
+            return None
+        code = resource.get("code")
+        if not isinstance(code, dict) or self.is_study_lab(code):
+            return None
+        return {key: resource[key] for key in TRIMMED_KEYS if key in resource}
+
+    def is_study_lab(self, code: dict[str, Any]) -> bool:
+        items = code.get("coding")
+        if not isinstance(items, list):
+            return False
+        memo = self._memo
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            key = (item.get("system"), item.get("code"))
+            try:
+                hit = memo.get(key)
+            except TypeError:  # an unhashable system or code: not a study lab
+                continue
+            if hit is None:
+                hit = self.codesets.lab_analyte(*key) is not None
+                if len(memo) < MEMO_LIMIT:
+                    memo[key] = hit
+            if hit:
+                return True
+        return False
+
+
+def lab_filter_digest(codesets: CodeSets) -> str:
+    """Changes whenever the set of kept lab codes (or their systems) changes."""
+    text = "|".join(sorted(f"{ns}:{code}" for ns, code in codesets.labs)) + "#" + "|".join(
+        sorted(f"{uri}={ns}" for uri, ns in codesets.systems.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_BUILT: dict[int, ObservationTrim] = {}
+
+
+def default_trim() -> ObservationTrim | None:
+    """The filter of the current ``mappings/``, or None when every body is to be kept."""
+    if os.environ.get(KEEP_ALL_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return None
+    from connector.mapping.codesets import load_codesets
+
+    codesets = load_codesets()  # cached per directory
+    trim = _BUILT.get(id(codesets))
+    if trim is None or trim.codesets is not codesets:
+        trim = _BUILT[id(codesets)] = ObservationTrim(codesets, lab_filter_digest(codesets))
+    return trim
