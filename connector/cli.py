@@ -149,7 +149,10 @@ def map_cmd(
 ) -> None:
     """Map raw resources to normalized tables using the code sets in mappings/."""
     engine = _open(db)
-    _run_map(engine, site, _progress(quiet))
+    from connector.mapping.run import raw_sites
+
+    with _locked_sites(engine, [site] if site else raw_sites(engine)):
+        _run_map(engine, site, _progress(quiet))
     if unmapped is not None:
         from connector.mapping import write_unmapped
 
@@ -160,7 +163,9 @@ def map_cmd(
 @app.command()
 def derive(site: str | None = SiteOpt, db: str = DbOpt, quiet: bool = QuietOpt) -> None:
     """Derive the cohort: index CAR-T, progression, lines of therapy, responses."""
-    _run_derive(_open(db), site, _progress(quiet))
+    engine = _open(db)
+    with _locked_sites(engine, [site] if site else _normalized_sites(engine)):
+        _run_derive(engine, site, _progress(quiet))
 
 
 @app.command()
@@ -251,14 +256,32 @@ def status(
 @contextmanager
 def _locked(engine, source: str | None, site: str | None) -> Iterator[None]:  # noqa: ANN001
     """Hold the lock of every site the run writes; exit 4 if another run holds one."""
-    from connector.lock import LockHeld, site_locks, sites_for_source
+    from connector.lock import sites_for_source
+
+    with _locked_sites(engine, sites_for_source(source, site)):
+        yield
+
+
+@contextmanager
+def _locked_sites(engine, sites: list[str]) -> Iterator[None]:  # noqa: ANN001
+    """Hold the lock of each of ``sites``; exit 4 if another run holds one."""
+    from connector.lock import LockHeld, site_locks
 
     try:
-        with site_locks(engine, sites_for_source(source, site)):
+        with site_locks(engine, sites):
             yield
     except LockHeld as exc:
         _fail(f"{exc}; not starting (exit {EXIT_LOCKED}: try again when it has finished)",
               EXIT_LOCKED)
+
+
+def _normalized_sites(engine) -> list[str]:  # noqa: ANN001
+    from sqlalchemy import select
+
+    from connector.db.models import Patient
+
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(Patient.site).distinct()).scalars())
 
 
 def _open(db: str):  # noqa: ANN202

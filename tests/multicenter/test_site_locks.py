@@ -103,6 +103,24 @@ def test_sites_for_source(tmp_path):
     assert sites_for_source("http://127.0.0.1:8080/fhir/", None) == ["127.0.0.1_8080"]
 
 
+def test_cli_map_and_derive_exit_4_while_the_site_is_locked(tmp_path, db_url):
+    src = _source(tmp_path)
+    engine = get_engine(db_url)
+    init_db(engine)
+    runner = CliRunner()
+    assert runner.invoke(app, ["extract", "--source", str(src), "--db", db_url, "-q"]
+                         ).exit_code == 0
+    with site_lock(engine, "clinic"):
+        mapped = runner.invoke(app, ["map", "--db", db_url, "-q"])
+    assert mapped.exit_code == EXIT_LOCKED, mapped.output
+    assert runner.invoke(app, ["map", "--db", db_url, "-q"]).exit_code == 0
+    with site_lock(engine, "clinic"):
+        derived = runner.invoke(app, ["derive", "--db", db_url, "-q"])
+    assert derived.exit_code == EXIT_LOCKED, derived.output
+    assert runner.invoke(app, ["derive", "--db", db_url, "-q"]).exit_code == 0
+    engine.dispose()
+
+
 def test_cli_extract_exits_4_while_the_site_is_locked(tmp_path, db_url):
     src = _source(tmp_path)
     engine = get_engine(db_url)
