@@ -121,7 +121,7 @@ def structure_problem(resource_type: str, res: dict, max_chars: int,
             problem = bad_string(res, max_chars)
             if problem:
                 return problem
-        return r4b_problem(resource_type, res)
+        return r4b_problem(resource_type, res, body)
     except RecursionError:
         return "resource nested too deeply"
 
