@@ -34,6 +34,7 @@ from connector.mapping.fhir import (
 )
 from connector.mapping.match import (
     IGNORED,
+    DrugMatch,
     match_coded_text,
     match_coded_value,
     match_drug,
@@ -214,6 +215,7 @@ class SiteMapper:
         self._inflight: tuple[list, Iterable[str | None]] | None = None
         # (system, code) as sent → analyte or None; bounded so odd extracts cannot grow it.
         self._lab_codes: dict[tuple[str, str], str | None] = {}
+        self._drug_matches: dict[bytes, list[DrugMatch]] = {}
         self._handlers = {
             "Patient": self._patient,
             "Medication": self._medication,
@@ -351,7 +353,7 @@ class SiteMapper:
 
     def _medication_administration(self, row: RawRow, res: dict) -> None:
         concepts, external = self._medication_concepts(res)
-        matches = match_drug(self.cs, concepts)
+        matches = self._match_drug(concepts)
         if not matches:
             self._unmapped(row.resource_type, concepts)
             return
@@ -371,6 +373,20 @@ class SiteMapper:
              "version_id": row.version_id, "ingredient": m.ingredient,
              "drug_class": m.drug_class, "start_date": start, "end_date": end,
              "status": status, **_provenance(m.coding)}) for m in matches])
+
+    def _match_drug(self, concepts: list[object]) -> list[DrugMatch]:
+        """``match_drug``, remembered per distinct set of concepts: a site gives the same
+        few hundred drugs thousands of times, and name matching is the costly part."""
+        try:
+            key = orjson.dumps(concepts)
+        except (TypeError, orjson.JSONEncodeError):
+            return match_drug(self.cs, concepts)
+        found = self._drug_matches.get(key)
+        if found is None:
+            found = match_drug(self.cs, concepts)
+            if len(self._drug_matches) < LAB_CODE_CACHE:
+                self._drug_matches[key] = found
+        return list(found)
 
     def _medication_concepts(self, res: dict) -> tuple[list[object], str | None]:
         """The concepts naming the drug, and the id of a separate Medication if one is used."""
