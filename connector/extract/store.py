@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Dialect
 
+from connector.db.fastinsert import PLACEHOLDERS
 from connector.db.models import Quarantine, RawResource
 from connector.extract.trim import ObservationTrim, default_trim
 
@@ -338,7 +339,6 @@ class RawStore:
 
 _INSERT_COLUMNS = ("site", "resource_type", "resource_id", "version_id", "last_updated",
                    "fetched_at", "content_hash", "source", "deleted", "trimmed", "body")
-_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 _LOOKUP_COLUMNS = ("resource_id", "version_id", "last_updated", "content_hash", "deleted",
@@ -348,7 +348,7 @@ _LOOKUP_COLUMNS = ("resource_id", "version_id", "last_updated", "content_hash", 
 @functools.lru_cache(maxsize=64)
 def _lookup_sql(dialect: Dialect, n_ids: int) -> str:
     """SELECT the stored state of ``n_ids`` ids of one site and type, in the driver's style."""
-    mark = _PLACEHOLDERS.get(dialect.paramstyle)
+    mark = PLACEHOLDERS.get(dialect.paramstyle)
     if mark is None:
         raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
     prep = dialect.identifier_preparer
@@ -363,7 +363,7 @@ def _insert_plan(dialect: Dialect, fetched_at: dt.datetime
                  ) -> tuple[str, Any, dict[bool, Any]]:
     """(INSERT statement in the driver's parameter style, load time, deleted flags) as the
     driver expects them, converted by the same column types SQLAlchemy would use."""
-    mark = _PLACEHOLDERS.get(dialect.paramstyle)
+    mark = PLACEHOLDERS.get(dialect.paramstyle)
     if mark is None:
         raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
     table = RawResource.__table__
