@@ -24,9 +24,13 @@ from connector.cohort.rules import Rules, load_rules
 
 def last_contact(patient: PatientInfo, exposures: Iterable[Exposure],
                  procedures: Iterable[Procedure], labs: Iterable[Lab]) -> dt.date | None:
-    """The latest day anything was recorded about the patient (or death)."""
-    days = [e.last for e in exposures] + [e.start for e in exposures]
-    days += [p.end or p.date for p in procedures] + [p.date for p in procedures]
+    """The latest day anything was recorded about the patient (or death).
+
+    An exposure's ``last`` is never before its start, so the start need not be looked at.
+    """
+    days = [e.last for e in exposures]
+    days += [p.date for p in procedures]
+    days += [p.end for p in procedures if p.end is not None]
     days += [lab.date for lab in labs]
     if patient.death_date is not None:
         days.append(patient.death_date)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from connector.cohort.index import Infusion
 from connector.cohort.model import Exposure, Procedure
@@ -52,19 +53,23 @@ class Line:
     _names: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
     _named: int = field(default=0, init=False, repr=False, compare=False)
 
-    @property
-    def ingredients(self) -> set[str]:
+    def _ingredient_set(self) -> set[str]:
+        """The cached set itself (callers must not change it); ``ingredients`` copies it."""
         n = len(self.exposures)
         if n < self._named:
             self._names, self._named = set(), 0
         if n != self._named:
             self._names.update(e.ingredient for e in self.exposures[self._named:])
             self._named = n
-        return set(self._names)
+        return self._names
+
+    @property
+    def ingredients(self) -> set[str]:
+        return set(self._ingredient_set())
 
     @property
     def drugs(self) -> list[str]:
-        return sorted(self.ingredients | self.products)
+        return sorted(self._ingredient_set() | self.products)
 
     @property
     def classes(self) -> set[str]:
@@ -79,15 +84,16 @@ class Line:
         seen = (len(self.exposures), len(self.procedures), len(self.car_t_dates),
                 len(self.transplant_dates))
         if seen != self._seen:
-            if any(n < old for n, old in zip(seen, self._seen, strict=True)):
-                self._seen, self._last = (0, 0, 0, 0), None
             e0, p0, c0, t0 = self._seen
-            days = [e.last for e in self.exposures[e0:]] + self.car_t_dates[c0:]
-            days += self.transplant_dates[t0:] + [p.date for p in self.procedures[p0:]]
-            if self._last is not None:
-                days.append(self._last)
-            self._last = max(days, default=None)
-            self._seen = seen
+            last = self._last
+            if seen[0] < e0 or seen[1] < p0 or seen[2] < c0 or seen[3] < t0:
+                e0 = p0 = c0 = t0 = 0  # a list was replaced: look at everything again
+                last = None
+            for day in (*[e.last for e in self.exposures[e0:]], *self.car_t_dates[c0:],
+                        *self.transplant_dates[t0:], *[p.date for p in self.procedures[p0:]]):
+                if last is None or day > last:
+                    last = day
+            self._last, self._seen = last, seen
         return self._last if self._last is not None else self.start
 
     def add(self, unit: Unit) -> None:
@@ -118,7 +124,8 @@ def _conditioning_for(tx_day: dt.date, exposures: list[Exposure], rules: Rules) 
 
 def _car_t_exposures(inf: Infusion, exposures: list[Exposure], rules: Rules) -> list[Exposure]:
     window = rules.car_t.same_infusion_days
-    return [e for e in exposures if e.drug_class in rules.car_t.all_classes
+    classes = rules.car_t.all_classes
+    return [e for e in exposures if e.drug_class in classes
             and abs((e.start - inf.date).days) <= window]
 
 
@@ -128,7 +135,7 @@ def build_units(exposures: list[Exposure], procedures: list[Procedure],
     used: set[int] = set()
     units: list[Unit] = []
     roles = set(rules.lymphodepletion.ingredients) | set(rules.transplant.conditioning_ingredients)
-    car_t = set(rules.car_t.all_classes)
+    car_t = frozenset(rules.car_t.all_classes)
     pool = [e for e in exposures if e.ingredient in roles or e.drug_class in car_t]
     for inf in sorted(infusions, key=lambda i: i.date):
         free = [e for e in pool if id(e) not in used]
@@ -147,9 +154,10 @@ def build_units(exposures: list[Exposure], procedures: list[Procedure],
         units.append(Unit(TRANSPLANT, start, members, [tx], tx.date))
     by_day: dict[dt.date, list[Exposure]] = defaultdict(list)
     for e in exposures:
-        if id(e) not in used and e.drug_class not in rules.car_t.all_classes:
+        if e.drug_class not in car_t and id(e) not in used:
             by_day[e.start].append(e)
-    units += [Unit(DRUGS, day, sorted(es, key=lambda e: e.ingredient))
+    by_name = attrgetter("ingredient")
+    units += [Unit(DRUGS, day, sorted(es, key=by_name) if len(es) > 1 else es)
               for day, es in by_day.items()]
     order = {CAR_T: 0, TRANSPLANT: 1, DRUGS: 2}
     return sorted(units, key=lambda u: (u.date, order[u.kind]))
@@ -167,11 +175,14 @@ def carried_into(boundary: dt.date, exposures: list[Exposure], rules: Rules,
     first line only when something new starts one (the brief's simple rule).
     """
     exclude = exclude or set()
+    car_t = frozenset(rules.car_t.all_classes)
     out: dict[str, dt.date] = {}
     for e in exposures:
-        if e.start < boundary and id(e) not in exclude \
-                and e.drug_class not in rules.car_t.all_classes:
-            out[e.ingredient] = max(out.get(e.ingredient, e.last), e.last)
+        if e.start < boundary and e.drug_class not in car_t and id(e) not in exclude:
+            last = e.last
+            old = out.get(e.ingredient)
+            if old is None or last > old:
+                out[e.ingredient] = last
     return out
 
 
@@ -258,10 +269,12 @@ class _Walker:
     def drugs(self, unit: Unit, i: int) -> None:
         cur = self.current
         gap = self.lr.gap_days
-        continuing = [e for e in unit.exposures if _continues(e, self.carried, gap)]
-        rest = [e for e in unit.exposures if e not in continuing]
-        for e in continuing:
-            self.carried[e.ingredient] = max(self.carried[e.ingredient], e.last)
+        rest = []
+        for e in unit.exposures:
+            if self.carried and _continues(e, self.carried, gap):
+                self.carried[e.ingredient] = max(self.carried[e.ingredient], e.last)
+            else:
+                rest.append(e)
         if cur is None:
             self._without_line(unit, rest)
             return
@@ -272,7 +285,8 @@ class _Walker:
             self.close()
             self._without_line(unit, rest)
             return
-        new = [e for e in rest if self.triggering(e) and e.ingredient not in cur.ingredients]
+        names = cur._ingredient_set()
+        new = [e for e in rest if e.ingredient not in names and self.triggering(e)]
         if not new or (unit.date - cur.start).days <= self.lr.regimen_window_days \
                 or self.late_add(cur, unit, new) or self.maintenance(cur, unit, i):
             cur.add(unit)
@@ -303,7 +317,8 @@ class _Walker:
         days = self.lr.late_add_days
         if days <= 0 or (unit.date - cur.start).days > days:
             return False
-        return all(e.drug_class in self.lr.late_add_classes and e.drug_class not in cur.classes
+        classes = cur.classes
+        return all(e.drug_class in self.lr.late_add_classes and e.drug_class not in classes
                    for e in new)
 
     def maintenance(self, cur: Line, unit: Unit, i: int) -> bool:
@@ -314,7 +329,7 @@ class _Walker:
             return False
         drug = next(iter(names))
         if drug not in mr.ingredients and not (
-                drug in mr.ingredients_if_in_previous and drug in cur.ingredients):
+                drug in mr.ingredients_if_in_previous and drug in cur._ingredient_set()):
             return False
         duration = self._single_for(drug, unit.date, i)
         if duration is None:
@@ -324,7 +339,7 @@ class _Walker:
             and (mr.min_duration_after_transplant_days <= 0
                  or duration > mr.min_duration_after_transplant_days)
         prev_days = (cur.last_activity - cur.start).days
-        multi = len(cur.ingredients | cur.products) >= mr.previous_regimen_min_drugs \
+        multi = len(cur._ingredient_set() | cur.products) >= mr.previous_regimen_min_drugs \
             and prev_days > mr.previous_regimen_min_days \
             and (unit.date - cur.last_activity).days <= mr.after_regimen_days \
             and duration > mr.min_duration_days
@@ -378,8 +393,9 @@ def build_lines(exposures: list[Exposure], procedures: list[Procedure],
     after = [u for u in units if u.date >= progression]
     tagged = {id(e) for u in before if u.kind != DRUGS for e in u.exposures}
     carried = carried_into(progression, exposures, rules, tagged)
+    car_t = frozenset(rules.car_t.all_classes)
     spanning = [e for e in exposures if e.start < progression <= e.last and id(e) not in tagged
-                and e.drug_class not in rules.car_t.all_classes]
+                and e.drug_class not in car_t]
     return finish(_Walker(after, carried, rules, spanning).run())
 
 
