@@ -138,6 +138,8 @@ def run_task(name: str, args: dict[str, Any], *, timeout: float = 3600,
     if os.environ.get("BENCH_DEBUG"):
         print(f"  (child {name}: {wall:.2f} s wall, {usage.ru_utime + usage.ru_stime:.2f} s CPU)",
               file=sys.stderr)
-    return ChildRun(result=result, wall=wall, peak_rss_mb=usage.ru_maxrss / 1024,
-                    peak_tree_mb=max(sampler.peak, usage.ru_maxrss * 1024) / 2**20,
+    # the child's own high-water mark; ru_maxrss would include the harness it forked from
+    own_kb = result.pop("_vmhwm_kb", None) or usage.ru_maxrss
+    return ChildRun(result=result, wall=wall, peak_rss_mb=own_kb / 1024,
+                    peak_tree_mb=max(sampler.peak, own_kb * 1024) / 2**20,
                     cpu_s=usage.ru_utime + usage.ru_stime, output=output)

@@ -349,9 +349,27 @@ def bulk_load(folder: str, db: str, site: str = "bulk") -> dict[str, Any]:
             "path": path}
 
 
+def _own_peak_kb() -> int | None:
+    """This process's own peak RSS since its exec (``VmHWM``).
+
+    The kernel's ``ru_maxrss`` of a child also counts the memory of the parent it
+    was forked from (the high-water mark survives exec), so a large harness would
+    show up as the task's peak; ``VmHWM`` belongs to the new address space only.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def main() -> None:
     name, args = sys.argv[1], json.loads(sys.argv[2])
     result = TASKS[name](**args)
+    result["_vmhwm_kb"] = _own_peak_kb()
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
     sys.stdout.flush()
 
