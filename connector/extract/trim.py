@@ -5,9 +5,9 @@ counts) that no code set in ``mappings/labs.csv`` maps: about four in five
 resources of a lab-heavy export. Storing them whole would cost most of the raw
 store's size and of the load's time, and keep clinical data the study has no
 use for. So the raw store keeps, for such an Observation, its id, version, the
-hash of the whole resource and a *trimmed body*: ``resourceType``, ``id``,
-``meta`` and ``code``, enough for the unmapped-code report and for telling a
-changed resource from an unchanged one.
+hash of the whole resource and a *trimmed body*: ``resourceType`` and ``code``,
+enough for the unmapped-code report and for telling a changed resource from an
+unchanged one.
 
 The decision is the map stage's own (``CodeSets.lab_analyte`` on each coding),
 so a trimmed Observation is exactly one the map stage would count as unmapped.
@@ -32,7 +32,10 @@ if TYPE_CHECKING:  # imported when used: connector.mapping imports this module t
     from connector.mapping.codesets import CodeSets
 
 KEEP_ALL_ENV = "COHORT_KEEP_ALL_BODIES"
-TRIMMED_KEYS = ("resourceType", "id", "meta", "code")
+#: What a trimmed body holds. Not the id or meta (they have columns of their own), so
+#: Observations with the same code share one body text, and the unmapped-code report
+#: and the stale check read each distinct code once (``GROUP BY body``).
+TRIMMED_KEYS = ("resourceType", "code")
 
 
 #: Distinct (system, code) answers remembered; a hospital uses a few thousand lab codes.

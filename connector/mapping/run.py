@@ -220,29 +220,34 @@ def stale_trimmed(engine: Engine, site: str, codesets: CodeSets) -> int:
     this is one indexed count."""
     digest = lab_filter_digest(codesets)
     trim = ObservationTrim(codesets, digest)
-    stmt = (select(RawResource.body)
-            .where(RawResource.site == site, RawResource.resource_type == "Observation",
-                   RawResource.trimmed.is_not(None), RawResource.trimmed != digest,
-                   RawResource.deleted.is_(False))
-            .execution_options(yield_per=READ_BATCH))
     with engine.connect() as conn:
-        return sum(1 for (body,) in conn.execute(stmt)
+        return sum(n for body, n in trimmed_codes(conn, site, decided_otherwise_than=digest)
                    if trim.is_study_lab(orjson.loads(body).get("code") or {}))
 
 
-def iter_raw(conn: Connection, site: str, types: tuple[str, ...], *,
-             trimmed: bool = False) -> Iterator[RawRow]:
-    """The site's current (not deleted) resources of ``types``, streamed; rows stored as
-    their code only (``trimmed``) are left out unless asked for."""
+def trimmed_codes(conn: Connection, site: str, *,
+                  decided_otherwise_than: str | None = None) -> Iterator[tuple[str, int]]:
+    """Each distinct trimmed body (an Observation's code) of the site, with its count."""
+    where = [RawResource.site == site, RawResource.resource_type == "Observation",
+             RawResource.trimmed.is_not(None), RawResource.deleted.is_(False)]
+    if decided_otherwise_than is not None:
+        where.append(RawResource.trimmed != decided_otherwise_than)
+    stmt = (select(RawResource.body, func.count()).where(*where)
+            .group_by(RawResource.body).order_by(RawResource.body))
+    for body, n in conn.execute(stmt):
+        yield body, int(n)
+
+
+def iter_raw(conn: Connection, site: str, types: tuple[str, ...]) -> Iterator[RawRow]:
+    """The site's current (not deleted) whole resources of ``types``, streamed (rows stored
+    as their code only are read by ``trimmed_codes``)."""
     stmt = (
         select(RawResource.resource_type, RawResource.resource_id, RawResource.version_id,
                RawResource.content_hash, RawResource.source, RawResource.body)
-        .where(RawResource.site == site, RawResource.deleted.is_(False),
-               RawResource.resource_type.in_(types))
+        .where(RawResource.site == site, RawResource.resource_type.in_(types),
+               RawResource.trimmed.is_(None), RawResource.deleted.is_(False))
         .execution_options(yield_per=READ_BATCH)
     )
-    if not trimmed:
-        stmt = stmt.where(RawResource.trimmed.is_(None))
     for r in conn.execute(stmt):
         yield RawRow(resource_type=r[0], resource_id=r[1], version_id=r[2],
                      content_hash=r[3], source=r[4] or "", body=r[5])

@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from connector.mapping.codesets import load_codesets
-from connector.mapping.resources import EVENT_TYPES, SiteMapper, UnmappedKey
-from connector.mapping.run import FIRST_PASS, iter_raw, raw_sites
+from connector.mapping.resources import EVENT_TYPES, RawRow, SiteMapper, SiteResult, UnmappedKey
+from connector.mapping.run import FIRST_PASS, iter_raw, raw_sites, trimmed_codes
 
 COLUMNS = ("resource_type", "system", "code", "display", "count")
 
@@ -30,14 +30,26 @@ def collect_unmapped(engine: Engine) -> tuple[Counter, dict[UnmappedKey, str]]:
             mapper = SiteMapper(codesets, site, secret=None, today=dt.date.today(),
                                 unmapped_only=True)
             for types in (FIRST_PASS, EVENT_TYPES):
-                for row in iter_raw(conn, site, types, trimmed=True):
+                for row in iter_raw(conn, site, types):
                     mapper.add(row)
-            result = mapper.finish()
-            counts.update(result.unmapped)
-            for key, text in result.unmapped_display.items():
-                if key not in displays or text < displays[key]:
-                    displays[key] = text
+            _merge(mapper.finish(), 1, counts, displays)
+            for body, n in trimmed_codes(conn, site):
+                # the same code stored n times: look at it once, count it n times
+                probe = SiteMapper(codesets, site, secret=None, today=dt.date.today(),
+                                   unmapped_only=True)
+                probe.add(RawRow(resource_type="Observation", resource_id="", version_id=None,
+                                 content_hash="", source="", body=body))
+                _merge(probe.finish(), n, counts, displays)
     return counts, displays
+
+
+def _merge(result: SiteResult, weight: int, counts: Counter,
+           displays: dict[UnmappedKey, str]) -> None:
+    for key, n in result.unmapped.items():
+        counts[key] += n * weight
+    for key, text in result.unmapped_display.items():
+        if key not in displays or text < displays[key]:
+            displays[key] = text
 
 
 def write_unmapped(engine: Engine, path: Path | str) -> int:

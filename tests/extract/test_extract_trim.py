@@ -142,6 +142,8 @@ def test_trimmed_and_whole_bodies_give_the_same_tables_and_reports(tmp_path, mon
             labs = sorted((r.patient_source_id, r.analyte, r.effective_date, r.value)
                           for r in s.exec(select(LabResult)).scalars())
             trimmed = sum(1 for r in s.exec(select(RawResource.trimmed)).scalars() if r)
+            shapes = {b for b, t in s.exec(select(RawResource.body, RawResource.trimmed)) if t}
+            assert len(shapes) == (5 if trimmed else 0)  # one body per distinct code
         engine.dispose()
         return (summary.rows, summary.unmapped, summary.quarantined, labs,
                 (tmp_path / f"{name}.csv").read_text()), trimmed
