@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 from connector.db import models  # noqa: F401  (registers the tables)
@@ -36,6 +36,30 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     # CPU work rather than page reads (−15% CPU on a 1M-resource load)
     cur.execute("PRAGMA cache_size=-65536")
     cur.close()
+
+
+#: SQLite page cache while a file is loaded into the raw store (the default is 2 MB).
+LOAD_CACHE_MB = 32
+
+
+@contextmanager
+def load_cache(conn: Connection) -> Iterator[None]:
+    """A large SQLite page cache on ``conn`` while a file is loaded, then back to the default.
+
+    A load inserts into the raw store's unique index at random places; with the
+    index's upper levels cached that is CPU work rather than page reads (−12% of a
+    1M-resource load). Afterwards the cache is shrunk again, so the map stage's
+    worker processes do not sit beside a process holding its pages.
+    """
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{LOAD_CACHE_MB * 1024}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("PRAGMA cache_size=-2000")
+        conn.exec_driver_sql("PRAGMA shrink_memory")
 
 
 def init_db(engine: Engine) -> None:

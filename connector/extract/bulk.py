@@ -49,6 +49,7 @@ import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from connector.db.engine import load_cache
 from connector.db.models import BulkFile, BulkJob, RawResource, SyncState
 from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
 from connector.extract.run import ExtractSummary, _finish_run, _merge_counts, _start_run
@@ -404,7 +405,7 @@ class BulkExtraction:
         """Load one file and mark it done, in one transaction (all or nothing)."""
         counts = StoreCounts()
         outcomes: Counter = Counter()
-        with self.engine.begin() as conn:
+        with self.engine.begin() as conn, load_cache(conn):
             store = RawStore(conn)
             store.counts = counts
             n = load_export_file(store, path, kind=f.kind, site=self.site,
@@ -576,7 +577,7 @@ def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
                 kind = "error" if ("OperationOutcome" in path.name
                                    or path.name.lower().startswith("error")) else "output"
                 counts = StoreCounts()
-                with engine.begin() as conn:
+                with engine.begin() as conn, load_cache(conn):
                     store = RawStore(conn)
                     store.counts = counts
                     try:

@@ -10,6 +10,7 @@ import orjson
 from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 
+from connector.db.engine import load_cache
 from connector.db.models import ExtractRun
 from connector.extract.folder import find_files, load_file, site_of
 from connector.extract.store import RawStore, StoreCounts
@@ -83,7 +84,7 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
             counts = StoreCounts()
             try:
                 for path in paths:
-                    with engine.begin() as conn:
+                    with engine.begin() as conn, load_cache(conn):
                         store = RawStore(conn)
                         store.counts = counts
                         summary.read += load_file(store, path, site=site_name,

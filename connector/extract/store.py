@@ -113,6 +113,78 @@ class _Pending:
     trimmed: str | None = None  # the filter's digest when only the code is kept
 
 
+@dataclass(slots=True)
+class Rejected:
+    """Input that goes to quarantine, with its reason."""
+
+    raw: bytes | str
+    reason: str
+    site: str
+    source: str
+    rtype: str | None = None
+
+
+#: What ``prepare`` makes of one input: a resource to store, a rejection, or the name of
+#: a resource type the study does not read (counted as skipped).
+Prepared = _Pending | Rejected | str
+
+
+def prepare_raw(raw: bytes, *, site: str, source: str,
+                trim: ObservationTrim | None) -> Prepared:
+    """``prepare`` for one JSON text (an NDJSON line)."""
+    try:
+        resource = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(raw, f"invalid JSON: {exc}", site, source)
+    return prepare(resource, site=site, source=source, raw=raw, trim=trim)
+
+
+def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
+            deleted: bool = False, trim: ObservationTrim | None = None) -> Prepared:
+    """Check one parsed resource and make its row: canonical text, hash, trimmed body.
+
+    Pure (no database): everything about one input that does not depend on what is
+    stored already. (Preparing a file's lines in a worker process while this one
+    writes was measured and gave nothing: the load is bound by SQLite's inserts.)"""
+    if not isinstance(resource, dict):
+        return Rejected(raw or orjson.dumps(resource), "not a JSON object", site, source)
+    rtype = resource.get("resourceType")
+    rid = resource.get("id")
+    if not isinstance(rtype, str) or not rtype:
+        return Rejected(raw or orjson.dumps(resource), "missing resourceType", site, source)
+    if rtype not in WANTED_TYPES:
+        return rtype
+    if not isinstance(rid, str) or not rid or len(rid) > 64:
+        return Rejected(raw or orjson.dumps(resource), "missing or invalid id", site, source,
+                        rtype)
+    meta = resource.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
+    version_id = meta.get("versionId")
+    last_updated = meta.get("lastUpdated")
+    try:
+        body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. nesting deeper than orjson allows
+        return Rejected(raw or repr(resource)[:100_000], f"cannot be stored: {exc}", site,
+                        source, rtype)
+    digest = content_hash(body)
+    kept = trim.trimmed(resource) if trim is not None else None
+    if kept is not None:
+        body = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
+    return _Pending(
+        site=site,
+        rtype=rtype,
+        rid=rid,
+        version_id=str(version_id) if version_id is not None else None,
+        last_updated=str(last_updated) if last_updated is not None else None,
+        digest=digest,
+        body=body.decode(),
+        source=source,
+        deleted=deleted,
+        trimmed=trim.digest if kept is not None and trim is not None else None,
+    )
+
+
 #: A stored row as the batch writer compares it: (versionId, lastUpdated, hash, deleted,
 #: trimmed).
 _Stored = tuple[str | None, str | None, str, bool, str | None]
@@ -137,12 +209,7 @@ class RawStore:
 
     def add_raw(self, raw: bytes, *, site: str, source: str) -> None:
         """Parse one JSON text (an NDJSON line) and add it, or quarantine it."""
-        try:
-            resource = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            self.quarantine(raw, site=site, source=source, reason=f"invalid JSON: {exc}")
-            return
-        self.add(resource, site=site, source=source, raw=raw)
+        self.accept(prepare_raw(raw, site=site, source=source, trim=self.trim))
 
     def add(
         self,
@@ -154,49 +221,20 @@ class RawStore:
         deleted: bool = False,
     ) -> None:
         """Add one parsed resource; ``raw`` is its original text when known."""
-        if not isinstance(resource, dict):
-            self.quarantine(raw or orjson.dumps(resource), site=site, source=source,
-                            reason="not a JSON object")
+        self.accept(prepare(resource, site=site, source=source, raw=raw, deleted=deleted,
+                            trim=self.trim))
+
+    def accept(self, item: Prepared) -> None:
+        """Take one prepared input: queue a resource, count a skipped type, or quarantine."""
+        if isinstance(item, str):
+            self.counts.skipped[item] += 1
             return
-        rtype = resource.get("resourceType")
-        rid = resource.get("id")
-        if not isinstance(rtype, str) or not rtype:
-            self.quarantine(raw or orjson.dumps(resource), site=site, source=source,
-                            reason="missing resourceType")
+        if isinstance(item, Rejected):
+            self.quarantine(item.raw, site=item.site, source=item.source, reason=item.reason,
+                            resource_type=item.rtype)
             return
-        if rtype not in WANTED_TYPES:
-            self.counts.skipped[rtype] += 1
-            return
-        if not isinstance(rid, str) or not rid or len(rid) > 64:
-            self.quarantine(raw or orjson.dumps(resource), site=site, source=source,
-                            reason="missing or invalid id", resource_type=rtype)
-            return
-        meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
-        version_id = meta.get("versionId")
-        last_updated = meta.get("lastUpdated")
-        try:
-            body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-        except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. nesting deeper than orjson allows
-            self.quarantine(raw or repr(resource)[:100_000], site=site, source=source,
-                            reason=f"cannot be stored: {exc}", resource_type=rtype)
-            return
-        digest = content_hash(body)
-        kept = self.trim.trimmed(resource) if self.trim is not None else None
-        if kept is not None:
-            body = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
-        item = _Pending(
-            site=site,
-            rtype=rtype,
-            rid=rid,
-            version_id=str(version_id) if version_id is not None else None,
-            last_updated=str(last_updated) if last_updated is not None else None,
-            digest=digest,
-            body=body.decode(),
-            source=source,
-            deleted=deleted,
-            trimmed=self.trim.digest if kept is not None else None,
-        )
-        key = (site, rtype, rid)
+        rtype = item.rtype
+        key = (item.site, rtype, item.rid)
         earlier = self._pending.get(key)
         if earlier is not None:
             # The same id twice in one batch: keep the newer, count the other.
