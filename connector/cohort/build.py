@@ -57,7 +57,6 @@ WRITE_ROWS = 2_000  # derived rows sent to the database at a time
 MAX_WORKERS = 2  # derive worker processes at most
 PARALLEL_MIN_PATIENTS = 2_000  # fewer patients are derived in-process (workers cost ~1 s)
 CHUNK_PATIENTS = 500  # patients per worker task
-WORKER_SQLITE_CACHE_KB = 8_192  # a worker reads each page once: a large cache only costs memory
 
 _Key = tuple[str, str]  # (site, patient source id)
 _Bounds = tuple[_Key | None, _Key | None]  # keys >= first and < second; None = open
@@ -440,21 +439,10 @@ _worker: dict[str, Any] = {}  # a worker process's engine and rules (set by _sta
 
 
 def _start_worker(url: str, rules: Rules) -> None:
-    from sqlalchemy import event
-
     from connector.db.engine import get_engine
 
-    engine = get_engine(url)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _small_cache)
-    _worker["engine"] = engine
+    _worker["engine"] = get_engine(url)
     _worker["rules"] = rules
-
-
-def _small_cache(dbapi_conn, _record) -> None:  # noqa: ANN001
-    cursor = dbapi_conn.cursor()
-    cursor.execute(f"PRAGMA cache_size=-{int(WORKER_SQLITE_CACHE_KB)}")
-    cursor.close()
 
 
 def _derive_chunk(site: str | None, bounds: _Bounds) -> _Derived:
