@@ -50,12 +50,15 @@ def _row(row: dict[str, Any], columns: list[tuple[str, Any, Callable | None]]) -
     return tuple(out)
 
 
-_PLANS: dict[tuple[int, str], tuple[str, list[tuple[str, Any, Callable | None]]] | None] = {}
+_PLANS: dict[tuple[str, str, str, str],
+             tuple[str, list[tuple[str, Any, Callable | None]]] | None] = {}
 
 
 def _plan(dialect: Dialect, table: Table
           ) -> tuple[str, list[tuple[str, Any, Callable | None]]] | None:
-    key = (id(dialect), table.name)
+    # keyed by what the plan depends on, not by the dialect object: engines come and go
+    # (tests, merges), and an id() could be reused by another kind of dialect
+    key = (dialect.name, dialect.driver, dialect.paramstyle, table.name)
     if key not in _PLANS:
         _PLANS[key] = _build_plan(dialect, table)
     return _PLANS[key]

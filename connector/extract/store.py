@@ -9,7 +9,6 @@ Input that is not a usable resource goes to quarantine with its reason.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -383,9 +382,21 @@ _LOOKUP_COLUMNS = ("resource_id", "version_id", "last_updated", "content_hash", 
                    "trimmed")
 
 
-@functools.lru_cache(maxsize=64)
+_LOOKUPS: dict[tuple[str, str, int], str] = {}
+
+
 def _lookup_sql(dialect: Dialect, n_ids: int) -> str:
-    """SELECT the stored state of ``n_ids`` ids of one site and type, in the driver's style."""
+    """SELECT the stored state of ``n_ids`` ids of one site and type, in the driver's style.
+
+    Remembered by dialect name, parameter style and count (not by the dialect object,
+    which lives only as long as its engine)."""
+    key = (dialect.name, dialect.paramstyle, n_ids)
+    if key not in _LOOKUPS:
+        _LOOKUPS[key] = _build_lookup_sql(dialect, n_ids)
+    return _LOOKUPS[key]
+
+
+def _build_lookup_sql(dialect: Dialect, n_ids: int) -> str:
     mark = PLACEHOLDERS.get(dialect.paramstyle)
     if mark is None:
         raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
