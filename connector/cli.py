@@ -260,9 +260,8 @@ def export_cmd(
 
 
 def _export(call, fmt: str):  # noqa: ANN001, ANN202
-    """Run an export, turning refusals into exit 2 and a held lock into exit 4."""
+    """Run an export, turning a refusal (the site may not leave as asked) into exit 2."""
     from connector.keys import SecretError, load_secret
-    from connector.lock import LockHeld
     from connector.merge import MergeRefused
 
     if fmt not in ("parquet", "csv"):
@@ -271,8 +270,6 @@ def _export(call, fmt: str):  # noqa: ANN001, ANN202
         return call(load_secret())
     except (SecretError, MergeRefused) as exc:
         _fail(f"export refused, nothing written: {exc}", EXIT_USAGE)
-    except LockHeld as exc:
-        _fail(f"{exc}; nothing exported (exit {EXIT_LOCKED}: try again later)", EXIT_LOCKED)
 
 
 @app.command()

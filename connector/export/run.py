@@ -76,7 +76,7 @@ def export_files(engine: Any, out: Path, fmt: str, *, sites: Sequence[str] | Non
 
     Raises ``connector.merge.MergeRefused`` when a site may not leave as asked
     (unkeyed keys without ``allow_unkeyed``, the wrong secret, ...), before any file
-    is written, and ``connector.lock.LockHeld`` when a run holds a site.
+    is written. Reads one snapshot, so a run writing meanwhile does not tear it.
     """
     if fmt not in FILE_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; one of {', '.join(FILE_FORMATS)}")

@@ -15,7 +15,7 @@ renames the identity columns so no file has a column named ``source_id``:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,6 @@ import pyarrow as pa
 from sqlalchemy import select, types
 from sqlalchemy.engine import Connection, Engine
 
-from connector.lock import site_locks
 from connector.merge import (
     CHUNK,
     MERGED_TABLES,
@@ -92,7 +91,7 @@ def export_schema(name: str) -> pa.Schema:
 
 @dataclass
 class ExportSource:
-    """The checked sites of one database, read under their locks in one snapshot."""
+    """The checked sites of one database, read in one snapshot."""
 
     engine: Engine
     plans: list[SitePlan]
@@ -124,10 +123,10 @@ class ExportSource:
 def open_source(engine: Engine, *, sites: Sequence[str] | None = None,
                 secret: bytes | None = None, date_shift_days: int = 0,
                 allow_unkeyed: bool = False) -> Iterator[ExportSource]:
-    """Check every site (raising ``MergeRefused``) and hold their locks while reading.
+    """Check every site (raising ``MergeRefused``) and read them in one snapshot.
 
-    The locks keep a run from changing a site mid-export; the snapshot keeps the
-    tables of one export consistent with each other.
+    The snapshot (one read transaction) keeps the tables of one export consistent with
+    each other even while a run writes to the database; no lock is needed to read.
     """
     if date_shift_days < 0:
         raise MergeRefused("--date-shift-days must be 0 or more")
@@ -139,9 +138,7 @@ def open_source(engine: Engine, *, sites: Sequence[str] | None = None,
         raise MergeRefused(f"site(s) not in the database: {', '.join(missing)}")
     if not wanted:
         raise MergeRefused("the database holds no site data (run map and derive first)")
-    with ExitStack() as stack:
-        stack.enter_context(site_locks(engine, sorted(wanted)))
-        conn = stack.enter_context(_snapshot(engine))
+    with _snapshot(engine) as conn:
         plans = [plan_site(conn, engine, site, secret=secret, date_shift_days=date_shift_days,
                            allow_unkeyed=allow_unkeyed) for site in sorted(wanted)]
         yield ExportSource(engine=engine, plans=plans, conn=conn)
