@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, event, insert, select
 
 from connector.db import get_engine, init_db
 from connector.db.fastinsert import _plan, insert_rows
@@ -53,6 +53,30 @@ def test_same_rows_as_sqlalchemy(backend, db_url, request):
         assert fast == slow
         assert {(r[2], r[6]) for r in fast} == {("Procedure", "")}  # scalar defaults applied
         assert _plan(engine.dialect, MedicationExposure.__table__) is not None
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_takes_the_rows_with_copy(pg_url):
+    """On PostgreSQL the rows go through COPY: no INSERT statement is sent, the rows are
+    those SQLAlchemy would write, and they belong to the caller's transaction."""
+    engine = get_engine(pg_url)
+    init_db(engine)
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: seen.append(statement))
+    try:
+        with engine.begin() as conn:
+            insert_rows(conn, Patient, PATIENTS)
+            assert len(_table(conn, Patient)) == len(PATIENTS)
+        assert not [s for s in seen if s.lstrip().upper().startswith("INSERT")]
+        with pytest.raises(RuntimeError), engine.begin() as conn:
+            conn.execute(delete(Patient))
+            insert_rows(conn, Patient, PATIENTS[:2])
+            raise RuntimeError("the caller fails after the COPY")
+        with engine.connect() as conn:
+            assert len(_table(conn, Patient)) == len(PATIENTS)  # rolled back, COPY included
     finally:
         engine.dispose()
 
