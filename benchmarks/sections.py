@@ -18,6 +18,7 @@ from benchmarks.plan import Plan, RestCohort
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "fixtures" / "cohort"
 REST_TYPES = ("Patient", "MedicationAdministration", "Procedure", "Observation")
+ALL_TYPES = (*REST_TYPES, "Medication")  # what --scope all reads
 #: The extractor's defaults except the politeness limit (10 requests/s), which would
 #: measure the limit, not the extractor: a local server needs none.
 REST_OPTIONS: dict[str, Any] = {"rate_limit": 0, "site": "bench"}
@@ -130,6 +131,42 @@ def section_a(ctx: Context) -> None:
             r.add("a", f"{cohort.label}: whole-type paging (Type?_count=200), for scale",
                   _rate(res["entries"], res["seconds"]), "res/s",
                   note=f"{res['entries']:,} resources, {res['requests']} pages, one thread")
+        if i == 0:
+            _rest_scope_all(ctx)
+
+
+def _rest_scope_all(ctx: Context) -> None:
+    """``--scope all`` with the extractor's defaults (politeness limit and page size
+    included) against single-stream ``Type?_count=1000`` paging of the same server."""
+    from benchmarks import server
+
+    r = ctx.report
+    cohort = ctx.plan.rest_cohorts[0]
+    folder = _rest_folder(ctx, cohort)
+    store, n = server.cached_store(folder, f"{folder.name}:{_digest(folder)}", ctx.cache)
+    srv = server.start(store)
+    try:
+        base = run_task("type_paging", {"url": srv.base_url, "types": list(ALL_TYPES),
+                                        "page_size": 1000}).result
+        db = ctx.work / "rest-scope-all.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        run = run_task("rest_extract", {"url": srv.base_url, "db": str(db),
+                                        "options": {"site": "bench", "scope": "all"}})
+    finally:
+        srv.stop()
+    res = run.result
+    ext_rate, raw_rate = _rate(res["read"], res["seconds"]), _rate(base["entries"],
+                                                                    base["seconds"])
+    r.add("a", f"{cohort.label}: --scope all extraction, defaults", ext_rate, "res/s",
+          note=f"{res['read']:,} resources in {res['seconds']:.1f} s, {res['requests']} "
+               f"requests, page size {res.get('page_size')}, rate limit "
+               f"{res.get('rate_limit')} requests/s; server holds {n:,}")
+    r.add("a", f"{cohort.label}: single-stream Type?_count=1000 paging", raw_rate, "res/s",
+          note=f"{base['entries']:,} resources in {base['seconds']:.1f} s, "
+               f"{base['requests']} pages, one thread, plain HTTP")
+    r.add("a", f"{cohort.label}: --scope all / single-stream _count=1000 paging",
+          _rate(ext_rate, raw_rate), "ratio", target=Target(">=", 1.0))
 
 
 # ------------------------------------------------------------------ (b) folder

@@ -166,7 +166,33 @@ def rest_extract(url: str, db: str, options: dict[str, Any],
     if record:
         Path(record).write_bytes(orjson.dumps(recorder.chains()))
     return {"read": summary.read, "stored": summary.counts.stored, "seconds": seconds,
-            "requests": len(recorder.requests)}
+            "requests": len(recorder.requests) or _requests_of_last_run(engine),
+            **_client_settings(engine)}
+
+
+def _last_run(engine: Any) -> Any:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT message FROM extract_run ORDER BY id DESC LIMIT 1")).scalar_one_or_none()
+
+
+def _requests_of_last_run(engine: Any) -> int:
+    """Requests of the run, from its record (when no recorder counted them)."""
+    m = re.search(r"(\d+) requests", _last_run(engine) or "")
+    return int(m.group(1)) if m else 0
+
+
+def _client_settings(engine: Any) -> dict[str, Any]:
+    """Page size and rate limit the run used, from its record."""
+    message = _last_run(engine) or ""
+    out: dict[str, Any] = {}
+    for key in ("page_size", "rate_limit"):
+        m = re.search(rf"{key}=([0-9.]+)", message)
+        if m:
+            out[key] = m.group(1)
+    return out
 
 
 _NEXT = re.compile(rb'"relation"\s*:\s*"next"\s*,\s*"url"\s*:\s*"([^"]+)"')
