@@ -43,9 +43,10 @@ DbOpt = typer.Option("sqlite:///cohort.db", "--db", envvar="COHORT_DB",
                      help="Database URL: sqlite:///FILE or postgresql://…")
 OutOpt = typer.Option(Path("report"), "--out", "-o", help="Report folder.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-ScopeOpt = typer.Option(None, "--scope", help="FHIR server sources only: 'cohort' (patients "
+ScopeOpt = typer.Option(None, "--scope", help="FHIR server sources: 'cohort' (patients "
                         "with a CAR-T record; the default), 'all' (every resource of the "
-                        "study's types) or 'patients' (patient_ids_file of the site config).")
+                        "study's types) or 'patients' (patient_ids_file of the site config). "
+                        "Folders: 'all' (the default) or, with --loader duckdb, 'cohort'.")
 BulkOpt = typer.Option(False, "--bulk", help="FHIR server sources only: use Bulk Data $export "
                        "(resumable; incremental from the previous export's transactionTime).")
 GroupOpt = typer.Option(None, "--group", metavar="ID",

@@ -70,9 +70,16 @@ THREADS = int(os.environ.get("COHORT_DUCKDB_THREADS", "1") or 1)
 #: makes the file go through the Python path, which quarantines it or stores it.
 MAX_LINE_BYTES = 8 * 1024 * 1024
 
-#: The three fields the filter reads, parsed once per line (each ``->`` would parse the
-#: whole line again): x[1] resourceType, x[2] id, x[3] code, as JSON texts.
-_FIELDS = "json_extract(json, ['$.resourceType', '$.id', '$.code'])"
+#: The fields the filter reads, parsed once per line (each ``->`` would parse the whole
+#: line again): x[1] resourceType, x[2] id, x[3] code, x[4] subject.reference, as JSON.
+_FIELDS = "json_extract(json, ['$.resourceType', '$.id', '$.code', '$.subject.reference'])"
+#: The patient a line belongs to ('' when none can be read): a Patient's id, else the id
+#: in its subject reference (the pattern of the REST screen, connector/extract/remote.py).
+_PATIENT_OF = ("CASE WHEN x[1] = '\"Patient\"' THEN coalesce(x[2]->>'$', '') "
+               "ELSE coalesce(regexp_extract(x[4]->>'$', "
+               "'(?:^|/)Patient/([A-Za-z0-9\\-.]{1,64})(?:/_history/[^/]+)?$', 1), '') END")
+_PATIENT_TYPES = ("'\"Patient\"', '\"MedicationAdministration\"', '\"Procedure\"', "
+                  "'\"Observation\"'")
 #: An Observation with a usable id: the lines whose code may decide they are dropped. An
 #: escaped or odd form does not match and the line goes to the raw store, which decides.
 _OBS_WITH_ID = ("(x[1] = '\"Observation\"' AND json_type(x[2]) = 'VARCHAR' "
@@ -119,7 +126,7 @@ def _remove_tree(folder: str) -> None:
     os.rmdir(folder)
 
 
-def _source(path: Path) -> str:
+def ndjson_source(path: Path) -> str:
     """``read_ndjson_objects`` over one file; the path is quoted as an SQL literal."""
     literal = str(path).replace("'", "''")
     return (f"read_ndjson_objects('{literal}', compression='auto', "
@@ -132,7 +139,7 @@ def observation_codes(con: duckdb.DuckDBPyConnection, path: Path
 
     Raises ``DuckUnreadable`` when DuckDB cannot read the file."""
     sql = (f"SELECT CASE WHEN {_OBS_WITH_ID} THEN x[3]::VARCHAR END AS code, "  # noqa: S608
-           f"count(*) FROM (SELECT {_FIELDS} AS x FROM {_source(path)}) GROUP BY 1")
+           f"count(*) FROM (SELECT {_FIELDS} AS x FROM {ndjson_source(path)}) GROUP BY 1")
     try:
         rows = con.execute(sql).fetchall()
     except duckdb.Error as exc:
@@ -173,16 +180,41 @@ def _register(con: duckdb.DuckDBPyConnection, name: str, values: list[str]) -> N
         con.execute(f"INSERT INTO {name} SELECT unnest(?::VARCHAR[])", [chunk])  # noqa: S608
 
 
-def kept_lines(con: duckdb.DuckDBPyConnection, path: Path, *, has_stored: bool
-               ) -> Iterator[tuple[str, str | None]]:
+def _classified(path: Path, *, has_stored: bool, cohort: bool) -> str:
+    """Every line with what the filter decided: (line, x, dropped, stored, outside).
+
+    ``dropped``: an Observation with a usable id whose code no lab maps; ``stored``: its
+    id is in the raw store already; ``outside``: a line of a patient outside the cohort
+    (only with a cohort table). A NULL never counts as a decision to drop."""
+    stored = "coalesce(x[2]->>'$' IN (SELECT v FROM stored), false)" if has_stored \
+        else "false"
+    outside = (f"coalesce(x[1] IN ({_PATIENT_TYPES}) AND pid <> '' AND "  # noqa: S608
+               f"pid NOT IN (SELECT v FROM cohort), false)") if cohort else "false"
+    return (f"SELECT line, x, dropped, {stored} AS stored, {outside} AS outside FROM ("  # noqa: S608
+            f"SELECT line, x, {_PATIENT_OF} AS pid, coalesce({_OBS_WITH_ID} AND "
+            f"x[3]::VARCHAR IN (SELECT v FROM unused), false) AS dropped FROM ("
+            f"SELECT json::VARCHAR AS line, {_FIELDS} AS x FROM {ndjson_source(path)}))")
+
+
+def kept_lines(con: duckdb.DuckDBPyConnection, path: Path, *, has_stored: bool,
+               cohort: bool = False) -> Iterator[tuple[str, str | None]]:
     """(line, code text when it is an unused-code Observation the store already holds)."""
-    stored = "x[2]->>'$' IN (SELECT v FROM stored)" if has_stored else "false"
-    sql = (f"SELECT line, CASE WHEN dropped AND {stored} THEN x[3]::VARCHAR END FROM ("  # noqa: S608
-           f"SELECT line, x, coalesce({_OBS_WITH_ID} AND x[3]::VARCHAR IN "
-           f"(SELECT v FROM unused), false) AS dropped FROM ("  # NULL is not "dropped"
-           f"SELECT json::VARCHAR AS line, {_FIELDS} AS x FROM {_source(path)})) "
-           f"WHERE NOT dropped OR {stored}")
+    sql = (f"SELECT line, CASE WHEN dropped AND stored THEN x[3]::VARCHAR END "  # noqa: S608
+           f"FROM ({_classified(path, has_stored=has_stored, cohort=cohort)}) "
+           f"WHERE NOT outside AND (NOT dropped OR stored)")
     yield from _prefetched(con, sql)
+
+
+def cohort_counts(con: duckdb.DuckDBPyConnection, path: Path, *, has_stored: bool
+                  ) -> tuple[Counter, Counter]:
+    """(unused codes counted of the cohort's Observations, lines outside the cohort by type)."""
+    sql = (f"SELECT outside, CASE WHEN outside THEN x[1]->>'$' ELSE x[3]::VARCHAR END, "  # noqa: S608
+           f"count(*) FROM ({_classified(path, has_stored=has_stored, cohort=True)}) "
+           f"WHERE outside OR (dropped AND NOT stored) GROUP BY ALL")
+    codes, outside = Counter(), Counter()
+    for is_outside, key, n in con.execute(sql).fetchall():
+        (outside if is_outside else codes)[str(key)] += int(n)
+    return codes, outside
 
 
 def _prefetched(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[Any]:
@@ -224,12 +256,14 @@ def _prefetched(con: duckdb.DuckDBPyConnection, sql: str) -> Iterator[Any]:
 
 
 def load_ndjson_duck(store: RawStore, path: Path, *, site: str, source: str,
-                     file_key: str) -> DuckLoad:
+                     file_key: str, cohort: set[str] | None = None) -> DuckLoad:
     """Load one NDJSON file into ``store`` (its connection's transaction).
 
     Raises ``DuckUnreadable`` before anything is written when DuckDB cannot read
     the file; the caller then loads it the Python way. ``file_key`` names the file
-    for its code counts (a reload replaces them).
+    for its code counts (a reload replaces them). With ``cohort`` (patient ids, see
+    connector/extract/duckscreen.py) lines of other patients are left out and counted
+    per type (``StoreCounts.outside``).
     """
     trim = store.trim
     if trim is None:  # every body kept whole (COHORT_KEEP_ALL_BODIES): nothing to filter
@@ -241,10 +275,16 @@ def load_ndjson_duck(store: RawStore, path: Path, *, site: str, source: str,
         stored_ids = _stored_observation_ids(store.conn, site) if unused else []
         if stored_ids:
             _register(con, "stored", stored_ids)
-        counts = Counter({text: codes[text] for text in unused})
+        if cohort is not None:
+            _register(con, "cohort", sorted(cohort))
+            counts, outside = cohort_counts(con, path, has_stored=bool(stored_ids))
+            store.counts.outside.update(outside)
+        else:
+            counts = Counter({text: codes[text] for text in unused})
         kept = 0
-        for line, routed_code in kept_lines(con, path, has_stored=bool(stored_ids)):
-            if routed_code is not None and routed_code in counts:
+        for line, routed_code in kept_lines(con, path, has_stored=bool(stored_ids),
+                                            cohort=cohort is not None):
+            if cohort is None and routed_code is not None and routed_code in counts:
                 counts[routed_code] -= 1  # stored before: the raw store decides again
             store.add_raw(line, site=site, source=source)
             kept += 1
@@ -254,7 +294,7 @@ def load_ndjson_duck(store: RawStore, path: Path, *, site: str, source: str,
 
 
 def load_file_duck(store: RawStore, path: Path, *, site: str, source: str,
-                   file_key: str) -> int:
+                   file_key: str, cohort: set[str] | None = None) -> int:
     """Load one file of a folder: NDJSON through DuckDB, anything else (and any file
     DuckDB cannot read) the Python way. Returns the number of entries read."""
     from connector.extract.folder import NDJSON_SUFFIXES, load_file
@@ -262,7 +302,7 @@ def load_file_duck(store: RawStore, path: Path, *, site: str, source: str,
     if path.name.endswith(NDJSON_SUFFIXES):
         try:
             return load_ndjson_duck(store, path, site=site, source=source,
-                                    file_key=file_key).lines
+                                    file_key=file_key, cohort=cohort).lines
         except DuckUnreadable:
             log.info("%s: not read by DuckDB; loading it line by line", path.name)
     return load_file(store, path, site=site, source=source)

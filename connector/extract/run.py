@@ -55,7 +55,8 @@ def run_extract(engine: Engine, source: str, *, site: str | None = None,
 
             raise SiteConfigError("--bulk needs a FHIR server: --source URL or a site config")
         return extract_folder(engine, Path(source), site=site, progress=progress,
-                              loader=_loader(loader))
+                              loader=_loader(loader),
+                              scope=_folder_scope(options.pop("scope", None), loader))
     if bulk:  # Bulk Data $export (connector.extract.bulk)
         from connector.extract.bulk import extract_bulk
 
@@ -85,12 +86,28 @@ def _loader(value: object) -> str:
     return name
 
 
+def _folder_scope(value: object, loader: object) -> str:
+    """A folder's scope: ``all`` (every patient, the default) or ``cohort`` (the DuckDB
+    loader only: patients with a CAR-T record, screened in SQL)."""
+    from connector.fhir.errors import SiteConfigError
+
+    scope = str(value or "all").strip().lower()
+    if scope not in ("all", "cohort"):
+        raise SiteConfigError("--scope for a folder must be 'all' or 'cohort'")
+    if scope == "cohort" and _loader(loader) != "duckdb":
+        raise SiteConfigError("--scope cohort for a folder needs --loader duckdb")
+    return scope
+
+
 def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
-                   progress: Progress | None = None, loader: str = "python") -> ExtractSummary:
+                   progress: Progress | None = None, loader: str = "python",
+                   scope: str = "all") -> ExtractSummary:
     """Load every file under ``root``; one transaction per file, so a rerun resumes.
 
     ``loader="duckdb"`` reads NDJSON files through DuckDB, which drops the
-    Observations no lab code maps before Python sees them (connector/extract/duck.py)."""
+    Observations no lab code maps before Python sees them (connector/extract/duck.py);
+    with ``scope="cohort"`` it also leaves out the patients without a CAR-T record
+    (connector/extract/duckscreen.py)."""
     if not root.exists():
         raise FileNotFoundError(f"source folder not found: {root}")
     files = find_files(root)
@@ -108,6 +125,11 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
             run_id = _start_run(engine, site_name, str(root))
             counts = StoreCounts()
             try:
+                cohort = None
+                if scope == "cohort":
+                    from connector.extract.duckscreen import site_cohort
+
+                    cohort = site_cohort(paths)
                 for path in paths:
                     with engine.begin() as conn, load_cache(conn):
                         store = RawStore(conn)
@@ -117,7 +139,8 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
                             from connector.extract.duck import load_file_duck
 
                             summary.read += load_file_duck(store, path, site=site_name,
-                                                           source=source, file_key=source)
+                                                           source=source, file_key=source,
+                                                           cohort=cohort)
                         else:
                             summary.read += load_file(store, path, site=site_name,
                                                       source=source)

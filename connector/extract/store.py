@@ -87,9 +87,12 @@ class StoreCounts:
     #: kept as a count of their code only (the DuckDB load path: Observations no lab
     #: code maps; connector/extract/duck.py)
     counted: Counter = field(default_factory=Counter)
+    #: lines of patients outside the screened cohort, left out (the DuckDB path with
+    #: ``--scope cohort``; connector/extract/duckscreen.py)
+    outside: Counter = field(default_factory=Counter)
     quarantined: int = 0
 
-    NAMES = ("new", "updated", "unchanged", "older", "skipped", "deleted", "counted")
+    NAMES = ("new", "updated", "unchanged", "older", "skipped", "deleted", "counted", "outside")
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

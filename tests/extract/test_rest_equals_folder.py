@@ -181,3 +181,44 @@ def test_cohort_scope_gives_the_same_csvs_and_results_but_the_unseen(folder_repo
     assert results["excluded"]["no_car_t"] <= expected["excluded"]["no_car_t"]
     results["excluded"]["no_car_t"] = expected["excluded"]["no_car_t"]
     assert results == expected
+
+
+@pytest.fixture(scope="module")
+def duck_cohort(tmp_path_factory, folder_db):
+    """The folder through the DuckDB loader with ``--scope cohort`` (connector/extract/
+    duckscreen.py): the screen in SQL instead of the server's searches."""
+    from connector.pipeline import open_db
+
+    path = tmp_path_factory.mktemp("duck_cohort") / "duck.db"
+    engine = open_db(f"sqlite:///{path}")
+    summary = run_extract(engine, str(FIXTURE), scope="cohort", loader="duckdb")
+    assert sum(summary.counts.outside.values()) > 0
+    yield engine
+    engine.dispose()
+
+
+def _whole_keys(engine) -> set[tuple[str, str, str]]:
+    with Session(engine) as s:
+        return set(s.exec(select(RawResource.site, RawResource.resource_type,
+                                 RawResource.resource_id)
+                          .where(RawResource.deleted.is_(False),
+                                 RawResource.trimmed.is_(None))).all())
+
+
+def test_duckdb_cohort_scope_keeps_what_the_rest_screen_fetches(rest_cohort, duck_cohort):
+    rest, duck = _content(rest_cohort), _content(duck_cohort)
+    patients = {(k[0], k[2]) for k in rest if k[1] == "Patient"}
+    assert {(k[0], k[2]) for k in duck if k[1] == "Patient"} == patients
+    # the same resources, except that Observations no lab code maps are only counted
+    assert _whole_keys(duck_cohort) == _whole_keys(rest_cohort) == set(duck)
+    assert all(duck[k] == rest[k] for k in duck)
+
+
+def test_duckdb_cohort_scope_gives_the_rest_cohort_report(folder_report, duck_cohort,
+                                                          tmp_path):
+    results, csvs = _report(duck_cohort, tmp_path / "report")
+    assert csvs == folder_report[1]
+    expected = json.loads(json.dumps(folder_report[0]))
+    assert results["excluded"]["no_car_t"] <= expected["excluded"]["no_car_t"]
+    results["excluded"]["no_car_t"] = expected["excluded"]["no_car_t"]
+    assert results == expected
