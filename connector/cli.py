@@ -56,6 +56,12 @@ BulkLevelOpt = typer.Option(None, "--bulk-level", help="Bulk: system, patient or
                             "(default: group with --group, else system if offered, else patient).")
 BulkTimeoutOpt = typer.Option(None, "--bulk-timeout", metavar="SECONDS",
                               help="Bulk: how long to wait for the server's export (default 24 h).")
+LoaderOpt = typer.Option(None, "--loader",
+                         help="Folder and Bulk sources: 'python' (the default; every line "
+                         "parsed in Python) or 'duckdb' (DuckDB reads the NDJSON and drops "
+                         "Observations no lab code maps before Python sees them, keeping "
+                         "only their counts per code; see docs/bulk.md). Default: the "
+                         "COHORT_LOADER environment variable, else python.")
 WorkDirOpt = typer.Option(None, "--work-dir", help="Bulk: download folder (default: .bulk "
                           "beside a SQLite database, else in the current directory).")
 
@@ -114,9 +120,11 @@ def run(
     bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
     bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
     work_dir: Path | None = WorkDirOpt,
+    loader: str | None = LoaderOpt,
 ) -> None:
     """Run every stage: extract, map, derive, analyze, and write the report folder."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
+    extra.update({"loader": loader} if loader else {})
     progress = _progress(quiet)
     engine = _open(db)
     with _locked(engine, source, site):
@@ -131,9 +139,10 @@ def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt
             quiet: bool = QuietOpt, scope: str | None = ScopeOpt,
             bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
             bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
-            work_dir: Path | None = WorkDirOpt) -> None:
+            work_dir: Path | None = WorkDirOpt, loader: str | None = LoaderOpt) -> None:
     """Extract FHIR resources from the source into the raw store (with provenance)."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
+    extra.update({"loader": loader} if loader else {})
     engine = _open(db)
     with _locked(engine, source, site):
         _run_extract(engine, source, site, _progress(quiet), scope=scope, **extra)
