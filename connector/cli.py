@@ -56,6 +56,12 @@ BulkLevelOpt = typer.Option(None, "--bulk-level", help="Bulk: system, patient or
                             "(default: group with --group, else system if offered, else patient).")
 BulkTimeoutOpt = typer.Option(None, "--bulk-timeout", metavar="SECONDS",
                               help="Bulk: how long to wait for the server's export (default 24 h).")
+LoaderOpt = typer.Option(None, "--loader",
+                         help="Folder and Bulk sources: 'python' (the default; every line "
+                         "parsed in Python) or 'duckdb' (DuckDB reads the NDJSON and drops "
+                         "Observations no lab code maps before Python sees them, keeping "
+                         "only their counts per code; see docs/bulk.md). Default: the "
+                         "COHORT_LOADER environment variable, else python.")
 WorkDirOpt = typer.Option(None, "--work-dir", help="Bulk: download folder (default: .bulk "
                           "beside a SQLite database, else in the current directory).")
 
@@ -114,9 +120,11 @@ def run(
     bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
     bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
     work_dir: Path | None = WorkDirOpt,
+    loader: str | None = LoaderOpt,
 ) -> None:
     """Run every stage: extract, map, derive, analyze, and write the report folder."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
+    extra.update({"loader": loader} if loader else {})
     progress = _progress(quiet)
     engine = _open(db)
     with _locked(engine, source, site):
@@ -131,9 +139,10 @@ def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt
             quiet: bool = QuietOpt, scope: str | None = ScopeOpt,
             bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
             bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
-            work_dir: Path | None = WorkDirOpt) -> None:
+            work_dir: Path | None = WorkDirOpt, loader: str | None = LoaderOpt) -> None:
     """Extract FHIR resources from the source into the raw store (with provenance)."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
+    extra.update({"loader": loader} if loader else {})
     engine = _open(db)
     with _locked(engine, source, site):
         _run_extract(engine, source, site, _progress(quiet), scope=scope, **extra)
@@ -222,6 +231,135 @@ def merge(
         rows = ", ".join(f"{n} {t}" for t, n in d.rows.items())
         typer.echo(f"merge: site {d.site} from {d.source}: {rows}"
                    f" (keyed: {'yes' if d.keyed else 'NO'}, date shift ±{d.date_shift_days} d)")
+
+
+@app.command("export")
+def export_cmd(
+    fmt: str = typer.Option(..., "--format", "-f", metavar="parquet|csv|omop",
+                            help="parquet (typed; for R arrow, DuckDB, pandas), csv, or omop "
+                                 "(OMOP CDM 5.4 tables with oncology episodes)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the files (created). "
+                                    "With --into, only the OMOP reports go here."),
+    into: str | None = typer.Option(None, "--into", help="omop only: load the CDM tables into "
+                                    "this PostgreSQL schema (postgresql://…?options="
+                                    "-csearch_path%3DSCHEMA) instead of CSV files."),
+    db: str = DbOpt,
+    site: list[str] = typer.Option(None, "--site", help="Export only this site (repeatable)."),
+    date_shift_days: int = typer.Option(
+        0, "--date-shift-days", envvar="COHORT_DATE_SHIFT_DAYS",
+        help="Shift every date of a patient by a secret offset within ±N days (intervals "
+             "kept). Needs COHORT_KEY_SECRET_FILE."),
+    allow_unkeyed: bool = typer.Option(
+        False, "--allow-unkeyed",
+        help="Accept patient keys made without a secret (synthetic or test data only)."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Export the cohort for researchers: tables with a data dictionary, or OMOP CDM 5.4.
+
+    parquet/csv: the normalized tables, the derived tables, the analysis-ready tables
+    (analysis_patient, analysis_line: os/pfs/ttnt months and events, response flags),
+    data_dictionary.csv and manifest.json. omop: person, observation_period,
+    drug_exposure, procedure_occurrence, measurement, death, episode, episode_event as
+    CSV or into PostgreSQL, concepts from mappings/omop_concepts.csv, and
+    omop_concept_zero.csv naming every value written with concept id 0. Pseudonymized
+    as by `cohort merge`: patient keys, never source ids; no free text. See docs/export.md.
+    """
+    if fmt not in ("parquet", "csv", "omop"):
+        _fail(f"--format must be parquet, csv or omop, not {fmt!r}", EXIT_USAGE)
+    if into is not None and fmt != "omop":
+        _fail("--into applies to --format omop only", EXIT_USAGE)
+    if out is None and into is None:
+        _fail("give --out DIR" + (" or --into postgresql://…" if fmt == "omop" else ""),
+              EXIT_USAGE)
+    engine = _open(db)
+    options = {"sites": site or None, "date_shift_days": date_shift_days,
+               "allow_unkeyed": allow_unkeyed, "progress": _progress(quiet)}
+    if fmt == "omop":
+        from connector.export import export_omop
+
+        target = _open(into) if into else None
+        summary = _export(lambda secret: export_omop(engine, out=out, into=target,
+                                                     secret=secret, **options))
+    else:
+        from connector.export import export_files
+
+        summary = _export(lambda secret: export_files(engine, out, fmt, secret=secret,
+                                                      **options))
+    rows = ", ".join(f"{n} {t}" for t, n in summary.rows.items())
+    where = f"{out}/" if into is None else "the PostgreSQL schema"
+    typer.echo(f"export: {summary.format} to {where}: {rows}"
+               f" (sites {', '.join(summary.sites)}; keyed: {'yes' if summary.keyed else 'NO'})")
+    if summary.zero_rows:
+        zero = ", ".join(f"{n} {t}" for t, n in summary.zero_rows.items())
+        typer.echo(f"export: rows with concept id 0: {zero}"
+                   + (f" (values in {out}/omop_concept_zero.csv)" if out else ""))
+    for reason, n in summary.left_out.items():
+        typer.echo(f"export: left out {n}: {reason}")
+
+
+def _export(call):  # noqa: ANN001, ANN202
+    """Run an export, turning a refusal (the site may not leave as asked) into exit 2."""
+    from connector.export.omop_concepts import ConceptFileError
+    from connector.keys import SecretError, load_secret
+    from connector.merge import MergeRefused
+
+    try:
+        return call(load_secret())
+    except (SecretError, MergeRefused, ConceptFileError, ValueError) as exc:
+        _fail(f"export refused, nothing written: {exc}", EXIT_USAGE)
+
+
+@app.command()
+def share(
+    out: Path = typer.Option(..., "--out", "-o", help="The share file to write "
+                             "(e.g. site_a.agg.json)."),
+    db: str = DbOpt,
+    site: list[str] = typer.Option(None, "--site", help="Only this site (repeatable)."),
+    min_cell: int = typer.Option(5, "--min-cell", min=0,
+                                 help="Small-cell threshold: counts from 1 to N-1 are not "
+                                      "published (event tables coarsened, counts withheld); "
+                                      "0 or 1 publishes every count."),
+) -> None:
+    """Write a site's results as aggregates only, for federated pooling (`cohort pool`).
+
+    Event/risk tables per group (first-line, all-lines and TCE-kind PFS; OS by ever
+    TCE) in whole days from each patient's own start, and response counts. No patient
+    rows, keys or dates; small cells withheld. See docs/federated.md.
+    """
+    from connector.federated import share_from_db
+
+    try:
+        content = share_from_db(_open(db), out, sites=site or None, min_cell=min_cell)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    touched = sorted({f"{name} {s}/{g}" for name, block in content["survival"].items()
+                      for s, groups in block["sites"].items() for g, t in groups.items()
+                      if t["coarsened"]})
+    typer.echo(f"share: {', '.join(content['sites'])} to {out} (min cell {min_cell}; "
+               f"{len(touched)} tables coarsened or suppressed)")
+
+
+@app.command("pool")
+def pool_cmd(
+    shares: list[Path] = typer.Argument(..., metavar="SHARE_FILE...",
+                                        help="Share files written by `cohort share`."),
+    out: Path = OutOpt,
+) -> None:
+    """Pool sites' share files: KM curves and medians, log-rank, Cox, response rates.
+
+    Equal to the patient-level analysis of the merged sites when no cell was
+    suppressed; what differs otherwise is in pooled_report.md and docs/federated.md.
+    """
+    from connector.federated import PoolRefused, load_share, pool, write_pooled
+
+    try:
+        pooled = pool([load_share(path) for path in shares])
+    except PoolRefused as exc:
+        _fail(f"pool refused: {exc}", EXIT_USAGE)
+    files = write_pooled(pooled, out)
+    results = pooled.results
+    typer.echo(f"pool: {results['n_sites']} sites, {results['n_patients']['value']} patients; "
+               f"{len(files)} files in {out}/")
 
 
 @app.command()
