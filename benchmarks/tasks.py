@@ -7,6 +7,7 @@ and CPU time (``benchmarks.measure``).
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import json
 import re
@@ -102,11 +103,15 @@ def validate_all(folder: str, limit: int = 0) -> dict[str, Any]:
 # ------------------------------------------------------------------- (a) REST
 
 
+#: The search a request belongs to; a context variable, so that the client's page
+#: prefetch (which runs the request in a thread with a copy of the context) keeps it.
+_CHAIN: contextvars.ContextVar[int | None] = contextvars.ContextVar("chain", default=None)
+
+
 class _Recorder:
     """Which requests an extraction sent, grouped into chains (a search and its next pages)."""
 
     def __init__(self) -> None:
-        self.local = threading.local()
         self.lock = threading.Lock()
         self.counter = itertools.count()
         self.requests: list[tuple[int | None, str, list[list[str]] | None]] = []
@@ -121,17 +126,17 @@ class _Recorder:
             chain = next(recorder.counter)
             pages = original_search(client, rtype, params, count=count)
             while True:
-                recorder.local.chain = chain
+                token = _CHAIN.set(chain)
                 try:
                     page = next(pages)
                 except StopIteration:
                     return
                 finally:
-                    recorder.local.chain = None
+                    _CHAIN.reset(token)
                 yield page
 
         def send(client: Any, method: str, url: str, params: Any, headers: Any, data: Any):
-            chain = getattr(recorder.local, "chain", None)
+            chain = _CHAIN.get()
             with recorder.lock:
                 recorder.requests.append(
                     (chain, url, [list(p) for p in params] if params else None))

@@ -78,6 +78,7 @@ from connector.fhir.errors import (
     SiteConfigError,
 )
 from connector.fhir.limits import RunDeadlineExceeded
+from connector.fhir.pagesize import choose_page_size
 from connector.fhir.redact import describe_params, scrub, sensitive_values
 from connector.progress import Progress
 
@@ -317,12 +318,15 @@ class RemoteExtraction:
     def _extract(self) -> dict[str, str]:
         caps = self.client.capabilities()
         self._check(caps)
+        if self.config.page_size is None:  # the largest page the server accepts
+            self.client.page_size = choose_page_size(self.client).size
         self.t0 = self._server_time()
         self.watermarks = _load_watermarks(self.engine, self.site, self.mode)
         types = [t for t in self.config.resource_types]
         if self.config.scope == "all":
-            for rtype in types:
-                self._phase(rtype, self._all_jobs(rtype))
+            # one phase for all types, as for a cohort: while one search waits for the
+            # server or the rate limit, the others' pages are read and stored
+            self._phase("records", [job for rtype in types for job in self._all_jobs(rtype)])
         else:
             full, incremental = self._patients()
             # one phase for all types: the workers stay busy across types, and a rerun's
@@ -709,7 +713,8 @@ class RemoteExtraction:
         if self.config.scope != "all":
             parts.append(f"{self.screened} patients screened")
         parts += [f"{stats.requests} requests", f"{self.totals.pages} pages",
-                  f"{self.totals.repaged} re-reads"]
+                  f"{self.totals.repaged} re-reads", f"page_size={self.client.page_size}",
+                  f"rate_limit={self.config.rate_limit:g}"]
         if stats.reauths:
             parts.append(f"{stats.reauths} re-authentications")
         return "; ".join(parts)

@@ -48,6 +48,7 @@ from connector.fhir.errors import (
     RetryExhausted,
 )
 from connector.fhir.limits import Limits, RunClock, SearchTally, bounded_response
+from connector.fhir.prefetch import PagePrefetcher
 from connector.fhir.ratelimit import RateLimiter
 from connector.fhir.redact import (
     describe_url,
@@ -69,6 +70,9 @@ from connector.fhir.retry import (
 from connector.fhir.urls import UnsafeUrl, describe_origin, follow
 
 log = logging.getLogger(__name__)
+
+#: ``page_size`` when neither the config nor a probe sets one.
+DEFAULT_PAGE_SIZE = 200
 
 FHIR_JSON = "application/fhir+json"
 USER_AGENT = "mm-cart-connector/0.1 (FHIR R4 cohort extraction)"
@@ -275,7 +279,8 @@ class FhirClient:
                                      backoff_max=r.backoff_max, retry_after_cap=r.retry_after_cap),
                    budget=RetryBudget(r.budget),
                    rate_limiter=RateLimiter(config.rate_limit, burst=max(1, config.concurrency)),
-                   page_size=config.page_size, strict=config.quirks.strict_search,
+                   page_size=config.page_size or DEFAULT_PAGE_SIZE,
+                   strict=config.quirks.strict_search,
                    verify=config.verify_tls, pool_size=config.concurrency, session=session,
                    limits=config.limits())
 
@@ -427,6 +432,10 @@ class FhirClient:
 
     # -- search -------------------------------------------------------------
 
+    def search_headers(self) -> dict[str, str]:
+        """The headers every search sends (``Prefer: handling=strict`` when strict)."""
+        return self._search_headers()
+
     def _search_headers(self) -> dict[str, str]:
         headers = {"Cache-Control": "no-cache"}
         if self.strict:
@@ -443,25 +452,46 @@ class FhirClient:
         tally = SearchTally(rtype, self.limits.max_pages)
         page = self._page(self.url(rtype), query, headers)
         tally.add(len(page.resources), page.total)
-        yield page
         seen: set[str] = set()
-        while page.next_url:
-            nxt = self._check_next(page.next_url)
-            if nxt in seen:
-                raise PagingError(f"{rtype}: the server's next link points back to a page "
-                                  "already read")
-            seen.add(nxt)
-            tally.check_next()
-            try:
-                page = self._page(nxt, None, headers)
-            except HttpError as exc:
-                if exc.status in (404, 410):
-                    raise PagingError(f"{rtype}: a next page is gone (HTTP {exc.status}); "
-                                      "the server's paging expired", status=exc.status) from None
-                raise
-            tally.add(len(page.resources), page.total)
-            yield page
+        # one page ahead (prefetch.py): the next page is asked for while the caller
+        # handles this one; a refused next link is raised after this page, as before
+        with PagePrefetcher[Page]() as ahead:
+            while True:
+                try:
+                    nxt = self._next_of(rtype, page, seen, tally)
+                except PagingError:
+                    yield page
+                    raise
+                if nxt is not None:
+                    ahead.start(lambda url=nxt: self._next_page(rtype, url, headers))
+                yield page
+                if nxt is None:
+                    break
+                page = ahead.result()
+                tally.add(len(page.resources), page.total)
         tally.finish()
+
+    def _next_of(self, rtype: str, page: Page, seen: set[str],
+                 tally: SearchTally) -> str | None:
+        """The next page's URL after the checks (origin, loop, page bound), or None."""
+        if not page.next_url:
+            return None
+        nxt = self._check_next(page.next_url)
+        if nxt in seen:
+            raise PagingError(f"{rtype}: the server's next link points back to a page "
+                              "already read")
+        seen.add(nxt)
+        tally.check_next()
+        return nxt
+
+    def _next_page(self, rtype: str, url: str, headers: dict[str, str]) -> Page:
+        try:
+            return self._page(url, None, headers)
+        except HttpError as exc:
+            if exc.status in (404, 410):
+                raise PagingError(f"{rtype}: a next page is gone (HTTP {exc.status}); "
+                                  "the server's paging expired", status=exc.status) from None
+            raise
 
     def count(self, rtype: str, params: Sequence[tuple[str, str]] = ()) -> int | None:
         """How many resources match (``_summary=count``), or None if the server won't say."""

@@ -104,7 +104,9 @@ class SiteConfig:
     resource_types: tuple[str, ...] = DEFAULT_RESOURCE_TYPES
     scope: str = "cohort"
     patient_ids_file: str | None = None  # scope = "patients": one Patient id a line
-    page_size: int = 200
+    #: ``_count`` of every search; None (the default): the largest the server accepts, up to
+    #: 1,000, found by one probe at the start of a run (connector/fhir/pagesize.py)
+    page_size: int | None = None
     patients_per_request: int = 20
     #: Length budget of the id list in one change check (``_lastUpdated`` search of known
     #: patients); ~3,500 characters keeps the whole URL well under the 8 KB many servers
@@ -148,7 +150,8 @@ class SiteConfig:
         if "Patient" not in self.resource_types:
             problems.append("resource_types must include Patient")
         for name in ("page_size", "patients_per_request", "concurrency"):
-            if int(getattr(self, name)) < 1:
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
                 problems.append(f"{name} must be at least 1")
         if int(self.max_query_chars) < 64:
             problems.append("max_query_chars must be at least 64")

@@ -53,7 +53,7 @@ def probe_page_size(client: Any, rtype: str = "Observation", *, ceiling: int = C
     as they would for the run's first search."""
     params = [("_count", str(ceiling)), ("_elements", "id")]
     try:
-        body, _ = client.get_json(client.url(rtype), params, client._search_headers())
+        body, _ = client.get_json(client.url(rtype), params, client.search_headers())
     except HttpError as exc:
         if exc.status is None or not 400 <= exc.status < 500 or exc.status in (401, 403):
             raise
@@ -89,3 +89,13 @@ def _count_in(url: str) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+def choose_page_size(client: Any, rtype: str = "Patient") -> PageSizeProbe:
+    """The page size for a run whose config sets none, logged with how it was found.
+
+    Patient is asked: every run reads it, and a type whose matches all fit on one page
+    still shows that the server took the ceiling."""
+    probe = probe_page_size(client, rtype)
+    log.info("page size %d (%s)", probe.size, probe.how)
+    return probe
