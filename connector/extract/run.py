@@ -131,20 +131,9 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
 
                     cohort = site_cohort(paths)
                 for path in paths:
-                    with engine.begin() as conn, load_cache(conn):
-                        store = RawStore(conn)
-                        store.counts = counts
-                        source = str(path.relative_to(root) if root.is_dir() else path.name)
-                        if loader == "duckdb":
-                            from connector.extract.duck import load_file_duck
-
-                            summary.read += load_file_duck(store, path, site=site_name,
-                                                           source=source, file_key=source,
-                                                           cohort=cohort)
-                        else:
-                            summary.read += load_file(store, path, site=site_name,
-                                                      source=source)
-                        store.flush()
+                    source = str(path.relative_to(root) if root.is_dir() else path.name)
+                    summary.read += _load_one(engine, path, site=site_name, source=source,
+                                              counts=counts, loader=loader, cohort=cohort)
                     advance(path.stat().st_size)
             except BaseException as exc:
                 _finish_run(engine, run_id, counts, status="failed", message=type(exc).__name__)
@@ -152,6 +141,38 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
             _finish_run(engine, run_id, counts, status="ok")
             _merge_counts(summary.counts, counts)
     return summary
+
+
+def _load_one(engine: Engine, path: Path, *, site: str, source: str, counts: StoreCounts,
+              loader: str, cohort: set[str] | None) -> int:
+    """One file in one transaction. A DuckDB scan that fails part-way (it read the file
+    once already, so: memory, or the file changed) rolls back and the file is loaded
+    again the Python way, with the counts of the successful attempt only."""
+    if loader == "duckdb":
+        from connector.extract.duck import DuckScanFailed, load_file_duck
+
+        attempt = StoreCounts()
+        try:
+            with engine.begin() as conn, load_cache(conn):
+                store = RawStore(conn)
+                store.counts = attempt
+                n = load_file_duck(store, path, site=site, source=source, file_key=source,
+                                   cohort=cohort)
+                store.flush()
+        except DuckScanFailed as exc:
+            import logging
+
+            logging.getLogger(__name__).warning("%s: %s; loading it line by line", path.name,
+                                                exc)
+        else:
+            _merge_counts(counts, attempt)
+            return n
+    with engine.begin() as conn, load_cache(conn):
+        store = RawStore(conn)
+        store.counts = counts
+        n = load_file(store, path, site=site, source=source)
+        store.flush()
+    return n
 
 
 def _merge_counts(into: StoreCounts, other: StoreCounts) -> None:
