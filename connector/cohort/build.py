@@ -191,7 +191,8 @@ def _patients(conn: Connection, site: str | None,
     """The patients in (site, source id) order."""
     p = Patient
     return [PatientInfo(*row) for row in conn.execute(
-        select(p.site, p.source_id, p.patient_key, p.birth_year, p.sex, p.death_date)
+        select(p.site, p.source_id, p.patient_key, p.birth_year, p.sex, p.death_date,
+               p.deceased, p.last_record_date)
         .where(_where_site(p.site, site), *_in_bounds(p.site, p.source_id, bounds))
         .order_by(p.site, p.source_id))]
 

@@ -201,6 +201,17 @@ def _involved_chain(book: LabBook, day: dt.date, kappa: float | None,
 # --------------------------------------------------------------------- progression
 
 
+def readings_until(next_start: dt.date | None) -> dt.date | None:
+    """The exclusive end of the days whose PD readings belong to a period ending at
+    ``next_start`` (the start of the next treatment).
+
+    One rule for both periods, the index CAR-T's and every line's: labs drawn on
+    the day the next treatment starts are drawn before its first dose, so a PD
+    reading that day is progression on the treatment before (issue 15, item 3).
+    """
+    return next_start + dt.timedelta(days=1) if next_start is not None else None
+
+
 def pd_criterion(analyte: str, r: ImwgRules) -> Callable[[float, float], bool]:
     """Whether a value is progression against a nadir, for one analyte."""
     def rises(value: float, nadir: float) -> bool:

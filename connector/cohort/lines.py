@@ -397,33 +397,3 @@ def build_lines(exposures: list[Exposure], procedures: list[Procedure],
     spanning = [e for e in exposures if e.start < progression <= e.last and id(e) not in tagged
                 and e.drug_class not in car_t]
     return finish(_Walker(after, carried, rules, spanning).run())
-
-
-def first_later_therapy(exposures: list[Exposure], procedures: list[Procedure],
-                        infusions: list[Infusion], index: Infusion, rules: Rules,
-                        units: list[Unit] | None = None) -> dt.date | None:
-    """The start of the first treatment after the index CAR-T (for the fallback).
-
-    Not counted: the index infusion's own records, steroids alone, and drugs
-    that continue without a gap from before the infusion.
-    """
-    if units is None:
-        units = build_units(exposures, procedures, infusions, rules)
-    index_unit_ids = {id(e) for u in units if u.kind == CAR_T and u.anchor == index.date
-                      for e in u.exposures}
-    before = [u for u in units if u.date <= index.date]
-    tagged = {id(e) for u in before if u.kind != DRUGS for e in u.exposures} | index_unit_ids
-    carried = carried_into(index.date + dt.timedelta(days=1), exposures, rules, tagged)
-    gap = rules.lines.gap_days
-    non_trigger = rules.lines.non_trigger_classes
-    for u in units:
-        if u.date <= index.date or (u.kind == CAR_T and u.anchor == index.date):
-            continue
-        if u.kind != DRUGS:
-            return u.date
-        for e in sorted(u.exposures, key=lambda x: x.start):
-            if _continues(e, carried, gap):
-                carried[e.ingredient] = max(carried[e.ingredient], e.last)
-            elif e.drug_class not in non_trigger:
-                return u.date
-    return None

@@ -13,6 +13,7 @@ from connector.cohort.imwg import (
     baseline_at,
     confirmed_best,
     first_confirmed_pd,
+    readings_until,
 )
 from connector.cohort.rules import ImwgRules, Rules
 
@@ -85,13 +86,14 @@ def line_outcome(book: LabBook, start: dt.date, next_start: dt.date | None,
                  death: dt.date | None, rules: Rules) -> LineOutcome:
     """Best response and PFS of the line running from ``start`` to ``next_start``.
 
-    PFS event: the first confirmed PD reading in the line, or death if earlier
-    (death counts only before the next line starts); otherwise censored at the
-    last assessment in the line, or at the start when there is none.
+    PFS event: the first confirmed PD reading in the line (a reading on the day the
+    next line starts included, as for the CAR-T: ``readings_until``), or death if
+    earlier (death counts only before the next line starts); otherwise censored at
+    the last assessment in the line, or at the start when there is none.
     """
     r = rules.imwg
     base = baseline_at(book, start, r.baseline_lookback_days)
-    pd_date, _ = first_confirmed_pd(book, base, start, next_start, r)
+    pd_date, _ = first_confirmed_pd(book, base, start, readings_until(next_start), r)
     best, note = best_response(book, start, next_start, pd_date, rules)
     death_counts = death is not None and death >= start and (
         next_start is None or death < next_start)

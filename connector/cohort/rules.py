@@ -79,6 +79,8 @@ class ProgressionRules:
     disease_status_analyte: str
     disease_status_codes: tuple[str, ...]
     baseline_lookback_days: int
+    maintenance_ingredients: tuple[str, ...] = ()
+    maintenance_max_days_after_index: int = 0
 
 
 @dataclass(frozen=True)

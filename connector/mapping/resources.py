@@ -20,6 +20,7 @@ import orjson
 
 from connector.keys import patient_key
 from connector.mapping.codesets import CodeSets
+from connector.mapping.contact import LastRecords
 from connector.mapping.fhir import (
     Coding,
     Excluded,
@@ -216,6 +217,7 @@ class SiteMapper:
         # (system, code) as sent → analyte or None; bounded so odd extracts cannot grow it.
         self._lab_codes: dict[tuple[str, str], str | None] = {}
         self._drug_matches: dict[bytes, list[DrugMatch]] = {}
+        self.last_records = LastRecords(self.max_date, codesets.min_event_date)
         self._handlers = {
             "Patient": self._patient,
             "Medication": self._medication,
@@ -239,6 +241,8 @@ class SiteMapper:
         handler = self._handlers.get(row.resource_type)
         if handler is None:
             return
+        if row.resource_type not in ("Patient", "Medication"):
+            self.last_records.note(resource)
         try:
             handler(row, resource)
         except Reject as exc:
@@ -266,6 +270,7 @@ class SiteMapper:
             "quarantine": len(self._quarantined)})
         if self.collect:
             result.patients = sorted(self._patient_rows, key=lambda r: r["source_id"])
+            self.last_records.apply(result.patients)
             result.exposures = self._exposures.sorted_rows()
             result.procedures = self._procedures.sorted_rows()
             result.labs = self._labs.sorted_rows()

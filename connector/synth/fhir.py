@@ -166,8 +166,10 @@ class FhirBuilder:
             "gender": course.gender,
             "birthDate": iso(course.birth_date),
         }
-        if course.death_day is not None:
+        if course.death_day is not None and course.death_date_known:
             res["deceasedDateTime"] = iso(course.death_day)
+        elif course.death_day is not None:
+            res["deceasedBoolean"] = True
         res["address"] = [address(self.rng)]
         return res
 

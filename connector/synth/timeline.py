@@ -249,14 +249,20 @@ def _line_truth(course: Course, line: int, key: str, start: int, seg: SegmentRes
         best_response=best_of(seg.labels),
         pfs_event=seg.pd_day if seg.outcome == "pd" else seg.death_day,
         pfs_censor=seg.last_day if seg.outcome == "censored" else None,
+        pfs_event_kind="pd" if seg.outcome == "pd" else (
+            "death" if seg.death_day is not None else ""),
     )
 
 
 class CohortPatient:
     """Builds one study patient's course (and the excluded BCMA CAR-T kinds)."""
 
-    def __init__(self, rng: random.Random, p: SynthParams, site: str) -> None:
+    def __init__(self, rng: random.Random, p: SynthParams, site: str,
+                 extra: random.Random | None = None) -> None:
         self.rng = rng
+        # Draws added after calibration come from their own stream, so the calibrated
+        # courses stay the same with them.
+        self._extra = extra
         self.p = p
         self.site = site
         self.cutoff = ordinal(p.data_cutoff)
@@ -285,9 +291,25 @@ class CohortPatient:
             return self._missing_labs_course(course, track, index)
         if rng.random() < p.p_disease_status_obs:
             course.status_obs_day = seg0.pd_day
+        self._post_car_t_maintenance(course, index, seg0)
         self._salvage(course, track, seg0.confirm_day or 0)
         course.assessments = track.points
         return self._finish(course)
+
+    def _post_car_t_maintenance(self, course: Course, index: int, seg0: SegmentResult) -> None:
+        """Lenalidomide maintenance in response, until the progression is confirmed.
+
+        Started without progression, it neither dates the progression (the labs do)
+        nor makes a line; its doses after the progression reading continue it.
+        """
+        p = self.p
+        extra = self._extra if self._extra is not None else random.Random(self.rng.random())
+        if extra.random() >= p.p_post_car_t_maintenance or seg0.pd_day is None:
+            return
+        start = index + extra.randint(*p.post_car_t_maintenance_start_days)
+        if start >= seg0.pd_day - 14:
+            return
+        lay_regimen(course, MAINTENANCE, start, seg0.confirm_day or seg0.pd_day, 0)
 
     def build_no_progression(self) -> Course:
         """A BCMA CAR-T patient still in remission at the cutoff."""
