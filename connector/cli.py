@@ -224,6 +224,54 @@ def merge(
                    f" (keyed: {'yes' if d.keyed else 'NO'}, date shift ±{d.date_shift_days} d)")
 
 
+@app.command("export")
+def export_cmd(
+    fmt: str = typer.Option(..., "--format", "-f", metavar="parquet|csv",
+                            help="parquet (typed; for R arrow, DuckDB, pandas) or csv."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the files (created)."),
+    db: str = DbOpt,
+    site: list[str] = typer.Option(None, "--site", help="Export only this site (repeatable)."),
+    date_shift_days: int = typer.Option(
+        0, "--date-shift-days", envvar="COHORT_DATE_SHIFT_DAYS",
+        help="Shift every date of a patient by a secret offset within ±N days (intervals "
+             "kept). Needs COHORT_KEY_SECRET_FILE."),
+    allow_unkeyed: bool = typer.Option(
+        False, "--allow-unkeyed",
+        help="Accept patient keys made without a secret (synthetic or test data only)."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Export the cohort for researchers: one file per table and a data dictionary.
+
+    Writes the normalized tables (patient, medication_exposure, procedure_event,
+    lab_result), the derived tables (cohort_patient, therapy_line), the analysis-ready
+    tables (analysis_patient, analysis_line: os/pfs/ttnt months and events, response
+    flags), data_dictionary.csv and manifest.json. Pseudonymized as by `cohort merge`:
+    patient keys, never source ids; no free text. See docs/export.md.
+    """
+    from connector.export import export_files
+
+    summary = _export(lambda secret: export_files(
+        _open(db), out, fmt, sites=site or None, secret=secret,
+        date_shift_days=date_shift_days, allow_unkeyed=allow_unkeyed,
+        progress=_progress(quiet)), fmt)
+    rows = ", ".join(f"{n} {t}" for t, n in summary.rows.items())
+    typer.echo(f"export: {summary.format} to {out}/: {rows}"
+               f" (sites {', '.join(summary.sites)}; keyed: {'yes' if summary.keyed else 'NO'})")
+
+
+def _export(call, fmt: str):  # noqa: ANN001, ANN202
+    """Run an export, turning a refusal (the site may not leave as asked) into exit 2."""
+    from connector.keys import SecretError, load_secret
+    from connector.merge import MergeRefused
+
+    if fmt not in ("parquet", "csv"):
+        _fail(f"--format must be parquet or csv, not {fmt!r}", EXIT_USAGE)
+    try:
+        return call(load_secret())
+    except (SecretError, MergeRefused) as exc:
+        _fail(f"export refused, nothing written: {exc}", EXIT_USAGE)
+
+
 @app.command()
 def status(
     db: str = DbOpt,

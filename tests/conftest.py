@@ -55,3 +55,38 @@ def pg_url() -> str:
     yield url
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+#: The secret the ``built_cohort`` database was mapped with (as COHORT_KEY_SECRET).
+BUILT_COHORT_SECRET = "built-cohort-secret-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def built_cohort(tmp_path_factory) -> str:
+    """fixtures/cohort through extract, map and derive with a key secret; its SQLite URL.
+
+    Built once per test process, in a child process so the secret is that process's
+    environment only. For tests of the stages after derive (export, federated).
+    """
+    import subprocess
+    import sys
+
+    if not (FIXTURES / "site_a").is_dir():
+        pytest.skip("fixtures/cohort is not generated")
+    url = f"sqlite:///{tmp_path_factory.mktemp('built') / 'cohort.db'}"
+    script = ("import sys\nfrom connector import pipeline\n"
+              "engine = pipeline.open_db(sys.argv[1])\n"
+              "pipeline.extract(engine, sys.argv[2])\npipeline.map_(engine)\n"
+              "pipeline.derive(engine)\n")
+    env = {**os.environ, "COHORT_KEY_SECRET": BUILT_COHORT_SECRET}
+    env.pop("COHORT_KEY_SECRET_FILE", None)
+    proc = subprocess.run([sys.executable, "-c", script, url, str(FIXTURES)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return url
+
+
+@pytest.fixture(scope="session")
+def built_cohort_secret() -> bytes:
+    """The key secret ``built_cohort`` was mapped with."""
+    return BUILT_COHORT_SECRET.encode()
