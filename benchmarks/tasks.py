@@ -40,14 +40,16 @@ def _quiet_logs() -> None:
 
 
 @task
-def folder_load(folder: str, db: str) -> dict[str, Any]:
-    """Folder NDJSON → raw store → normalized tables (extract + map)."""
+def folder_load(folder: str, db: str, loader: str = "python") -> dict[str, Any]:
+    """Folder NDJSON → raw store → normalized tables (extract + map), with either loader."""
     _import_stages("connector.extract", "connector.mapping")
+    if loader == "duckdb":
+        _import_stages("connector.extract.duck")
     from connector import pipeline
 
     engine = pipeline.open_db(f"sqlite:///{db}")
     t0 = time.perf_counter()
-    summary = pipeline.extract(engine, folder)
+    summary = pipeline.extract(engine, folder, loader=loader)
     t1 = time.perf_counter()
     mapped = pipeline.map_(engine)
     t2 = time.perf_counter()

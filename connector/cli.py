@@ -56,6 +56,12 @@ BulkLevelOpt = typer.Option(None, "--bulk-level", help="Bulk: system, patient or
                             "(default: group with --group, else system if offered, else patient).")
 BulkTimeoutOpt = typer.Option(None, "--bulk-timeout", metavar="SECONDS",
                               help="Bulk: how long to wait for the server's export (default 24 h).")
+LoaderOpt = typer.Option(None, "--loader",
+                         help="Folder and Bulk sources: 'python' (the default; every line "
+                         "parsed in Python) or 'duckdb' (DuckDB reads the NDJSON and drops "
+                         "Observations no lab code maps before Python sees them, keeping "
+                         "only their counts per code; see docs/bulk.md). Default: the "
+                         "COHORT_LOADER environment variable, else python.")
 WorkDirOpt = typer.Option(None, "--work-dir", help="Bulk: download folder (default: .bulk "
                           "beside a SQLite database, else in the current directory).")
 
@@ -114,9 +120,11 @@ def run(
     bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
     bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
     work_dir: Path | None = WorkDirOpt,
+    loader: str | None = LoaderOpt,
 ) -> None:
     """Run every stage: extract, map, derive, analyze, and write the report folder."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
+    extra.update({"loader": loader} if loader else {})
     progress = _progress(quiet)
     engine = _open(db)
     with _locked(engine, source, site):
@@ -131,9 +139,10 @@ def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt
             quiet: bool = QuietOpt, scope: str | None = ScopeOpt,
             bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
             bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
-            work_dir: Path | None = WorkDirOpt) -> None:
+            work_dir: Path | None = WorkDirOpt, loader: str | None = LoaderOpt) -> None:
     """Extract FHIR resources from the source into the raw store (with provenance)."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
+    extra.update({"loader": loader} if loader else {})
     engine = _open(db)
     with _locked(engine, source, site):
         _run_extract(engine, source, site, _progress(quiet), scope=scope, **extra)
@@ -270,6 +279,59 @@ def _export(call, fmt: str):  # noqa: ANN001, ANN202
         return call(load_secret())
     except (SecretError, MergeRefused) as exc:
         _fail(f"export refused, nothing written: {exc}", EXIT_USAGE)
+
+
+@app.command()
+def share(
+    out: Path = typer.Option(..., "--out", "-o", help="The share file to write "
+                             "(e.g. site_a.agg.json)."),
+    db: str = DbOpt,
+    site: list[str] = typer.Option(None, "--site", help="Only this site (repeatable)."),
+    min_cell: int = typer.Option(5, "--min-cell", min=0,
+                                 help="Small-cell threshold: counts from 1 to N-1 are not "
+                                      "published (event tables coarsened, counts withheld); "
+                                      "0 or 1 publishes every count."),
+) -> None:
+    """Write a site's results as aggregates only, for federated pooling (`cohort pool`).
+
+    Event/risk tables per group (first-line, all-lines and TCE-kind PFS; OS by ever
+    TCE) in whole days from each patient's own start, and response counts. No patient
+    rows, keys or dates; small cells withheld. See docs/federated.md.
+    """
+    from connector.federated import share_from_db
+
+    try:
+        content = share_from_db(_open(db), out, sites=site or None, min_cell=min_cell)
+    except ValueError as exc:
+        _fail(str(exc), EXIT_USAGE)
+    touched = sorted({f"{name} {s}/{g}" for name, block in content["survival"].items()
+                      for s, groups in block["sites"].items() for g, t in groups.items()
+                      if t["coarsened"]})
+    typer.echo(f"share: {', '.join(content['sites'])} to {out} (min cell {min_cell}; "
+               f"{len(touched)} tables coarsened or suppressed)")
+
+
+@app.command("pool")
+def pool_cmd(
+    shares: list[Path] = typer.Argument(..., metavar="SHARE_FILE...",
+                                        help="Share files written by `cohort share`."),
+    out: Path = OutOpt,
+) -> None:
+    """Pool sites' share files: KM curves and medians, log-rank, Cox, response rates.
+
+    Equal to the patient-level analysis of the merged sites when no cell was
+    suppressed; what differs otherwise is in pooled_report.md and docs/federated.md.
+    """
+    from connector.federated import PoolRefused, load_share, pool, write_pooled
+
+    try:
+        pooled = pool([load_share(path) for path in shares])
+    except PoolRefused as exc:
+        _fail(f"pool refused: {exc}", EXIT_USAGE)
+    files = write_pooled(pooled, out)
+    results = pooled.results
+    typer.echo(f"pool: {results['n_sites']} sites, {results['n_patients']['value']} patients; "
+               f"{len(files)} files in {out}/")
 
 
 @app.command()

@@ -58,6 +58,32 @@ class RawResource(SQLModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class RawCodeCount(SQLModel, table=True):
+    """Observations no lab code maps, loaded by the DuckDB path: one count per code and file.
+
+    The DuckDB load (``connector/extract/duck.py``) does not write a row for each such
+    Observation, only how many of a file's Observations carry each code. ``body`` is
+    the same trimmed body ``raw_resource`` would hold (``{"code", "resourceType"}``),
+    so the unmapped-code report and the map stage's counts read both alike. A file
+    loaded again replaces its counts.
+    """
+
+    __tablename__ = "raw_code_count"
+    __table_args__ = (UniqueConstraint("site", "file", "body"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str
+    #: the file the counts come from (relative to the source root), which a reload replaces
+    file: str
+    source: str = ""
+    resource_type: str = "Observation"
+    #: the digest of the lab code sets that decided these codes were not study labs
+    trimmed: str
+    n: int
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    loaded_at: dt.datetime = Field(default_factory=_utcnow)
+
+
 class Quarantine(SQLModel, table=True):
     """Input that could not be used, kept whole with the reason, never dropped."""
 

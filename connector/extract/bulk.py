@@ -46,11 +46,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from connector.db.engine import load_cache
-from connector.db.models import BulkFile, BulkJob, RawResource, SyncState
+from connector.db.models import BulkFile, BulkJob, RawCodeCount, RawResource, SyncState
 from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
 from connector.extract.run import ExtractSummary, _finish_run, _merge_counts, _start_run
 from connector.extract.store import RawStore, StoreCounts
@@ -93,6 +93,8 @@ class BulkSettings:
     keep_files: bool = False
     hydrate: bool = True
     poll: PollPolicy = field(default_factory=PollPolicy)
+    #: "duckdb": full exports' resource files go through connector/extract/duck.py
+    loader: str = "python"
 
 
 class _CountMismatch(Exception):
@@ -301,6 +303,9 @@ class BulkExtraction:
                 self._take(job, self._wait(job, job.next_url))
             self._update(job, state="loaded")
         if job.state == "loaded":
+            if self.settings.loader == "duckdb" and not job.since:
+                with self.engine.begin() as conn:  # this full export's counts replace older ones
+                    drop_other_code_counts(conn, self.site, f"$export job {job.id} ")
             if self.settings.hydrate and "Medication" not in self.types:
                 self._hydrate()
             if job.status_url:
@@ -371,7 +376,8 @@ class BulkExtraction:
         expect, previous, downloads = f.expected_count, None, 1
         while True:
             try:
-                n = self._load(f, path, expect=expect, size=size)
+                n = self._load(f, path, expect=expect, size=size,
+                               duck_key=self._duck_key(job, f))
                 break
             except _CountMismatch as exc:
                 if exc.lines == previous:
@@ -401,15 +407,30 @@ class BulkExtraction:
         self.downloads += 1
         return got.path, got.bytes
 
-    def _load(self, f: BulkFile, path: Path, *, expect: int | None, size: int) -> int:
+    def _duck_key(self, job: BulkJob, f: BulkFile) -> str | None:
+        """The code-count key of a file the DuckDB path loads, or None for the Python path.
+
+        Only resource files of full exports: an incremental export is small, and its
+        changed resources must replace stored ones one by one."""
+        if self.settings.loader != "duckdb" or job.since or f.kind != "output":
+            return None
+        return f"$export job {job.id} {_file_name(f)}"
+
+    def _load(self, f: BulkFile, path: Path, *, expect: int | None, size: int,
+              duck_key: str | None = None) -> int:
         """Load one file and mark it done, in one transaction (all or nothing)."""
         counts = StoreCounts()
         outcomes: Counter = Counter()
         with self.engine.begin() as conn, load_cache(conn):
             store = RawStore(conn)
             store.counts = counts
-            n = load_export_file(store, path, kind=f.kind, site=self.site,
-                                 source=f"$export {f.resource_type or f.kind}", outcomes=outcomes)
+            source = f"$export {f.resource_type or f.kind}"
+            if duck_key is not None:
+                n = load_export_duck(store, path, site=self.site, source=source,
+                                     file_key=duck_key)
+            else:
+                n = load_export_file(store, path, kind=f.kind, site=self.site, source=source,
+                                     outcomes=outcomes)
             store.flush()
             if expect is not None and n != expect:
                 raise _CountMismatch(n)
@@ -505,6 +526,27 @@ def load_export_file(store: RawStore, path: Path, *, kind: str, site: str, sourc
     return n
 
 
+def load_export_duck(store: RawStore, path: Path, *, site: str, source: str,
+                     file_key: str) -> int:
+    """A resource file through the DuckDB path (connector/extract/duck.py); a file DuckDB
+    cannot read goes through ``load_export_file`` (a gzip stream cut short raises there)."""
+    from connector.extract.duck import DuckUnreadable, load_ndjson_duck
+
+    try:
+        return load_ndjson_duck(store, path, site=site, source=source, file_key=file_key).lines
+    except DuckUnreadable:
+        log.info("%s: not read by DuckDB; loading it line by line", path.name)
+    return load_export_file(store, path, kind="output", site=site, source=source)
+
+
+def drop_other_code_counts(conn: Connection, site: str, keep_prefix: str) -> None:
+    """Delete the site's export code counts except those whose file key starts with
+    ``keep_prefix``: a completed full export describes the whole server."""
+    conn.execute(delete(RawCodeCount).where(
+        RawCodeCount.site == site, RawCodeCount.file.like("$export job %"),
+        RawCodeCount.file.not_like(keep_prefix.replace("%", "") + "%")))
+
+
 def _resource_or_quarantine(store: RawStore, line: bytes, resource_type: str, *, site: str,
                             source: str, reason: str) -> dict | None:
     """The line as a ``resource_type`` resource; otherwise it is quarantined with ``reason``
@@ -553,7 +595,8 @@ def _add_deleted(store: RawStore, line: bytes, *, site: str, source: str) -> Non
 
 
 def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
-                       progress: Progress | None = None) -> ExtractSummary:
+                       progress: Progress | None = None, loader: str = "python"
+                       ) -> ExtractSummary:
     """Load a folder of export files (``<Type>.ndjson`` / ``.ndjson.gz``, as a server's
     manifest lists them) through the bulk loader, one transaction per file; no server.
 
@@ -581,9 +624,15 @@ def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
                     store = RawStore(conn)
                     store.counts = counts
                     try:
-                        n = load_export_file(store, path, kind=kind, site=site,
-                                             source=f"$export {_type_of(path)}",
-                                             outcomes=outcomes)
+                        if loader == "duckdb" and kind == "output":
+                            n = load_export_duck(store, path, site=site,
+                                                 source=f"$export {_type_of(path)}",
+                                                 file_key=f"$export {path.relative_to(root)}"
+                                                 if root.is_dir() else f"$export {path.name}")
+                        else:
+                            n = load_export_file(store, path, kind=kind, site=site,
+                                                 source=f"$export {_type_of(path)}",
+                                                 outcomes=outcomes)
                     except _Corrupt:
                         raise ValueError(f"{path.name}: the gzip stream is cut short") from None
                     store.flush()
@@ -751,6 +800,7 @@ def extract_bulk(engine: Engine, source: str, *, site: str | None = None,
     """
     options = dict(options)
     options.pop("bulk", None)
+    loader = str(options.pop("loader", None) or "python")
     options.pop("screen_terms", None)
     if options.pop("scope", None) is not None:
         raise SiteConfigError("--scope applies to REST extraction; a bulk export takes the "
@@ -771,7 +821,7 @@ def extract_bulk(engine: Engine, source: str, *, site: str | None = None,
                             type_filters=tuple(type_filter or ()), method=method,
                             partial_manifests=partial_manifests,
                             work_dir=Path(work_dir) if work_dir else None,
-                            keep_files=keep_files, poll=policy)
+                            keep_files=keep_files, poll=policy, loader=loader)
     client = FhirClient.for_site(config)
     try:
         return BulkExtraction(engine, config, client, settings, progress).run()

@@ -48,24 +48,49 @@ def run_extract(engine: Engine, source: str, *, site: str | None = None,
     """Extract from ``source`` into the raw store of ``engine``."""
     kind = source_kind(source)
     bulk = bool(options.pop("bulk", False))
+    loader = options.pop("loader", None)
     if kind == "folder":
         if bulk:
             from connector.fhir.errors import SiteConfigError
 
             raise SiteConfigError("--bulk needs a FHIR server: --source URL or a site config")
-        return extract_folder(engine, Path(source), site=site, progress=progress)
+        return extract_folder(engine, Path(source), site=site, progress=progress,
+                              loader=_loader(loader))
     if bulk:  # Bulk Data $export (connector.extract.bulk)
         from connector.extract.bulk import extract_bulk
 
-        return extract_bulk(engine, source, site=site, progress=progress, **options)
+        return extract_bulk(engine, source, site=site, progress=progress,
+                            loader=_loader(loader), **options)
+    if loader is not None and _loader(loader) != "python":
+        from connector.fhir.errors import SiteConfigError
+
+        raise SiteConfigError("--loader duckdb applies to folder and Bulk export sources")
     from connector.extract import remote  # the FHIR client stack, imported only when needed
 
     return remote.extract_remote(engine, source, site=site, progress=progress, **options)
 
 
+LOADERS = ("python", "duckdb")
+
+
+def _loader(value: object) -> str:
+    """``python`` (the default) or ``duckdb``; ``COHORT_LOADER`` sets the default."""
+    import os
+
+    from connector.fhir.errors import SiteConfigError
+
+    name = str(value or os.environ.get("COHORT_LOADER") or "python").strip().lower()
+    if name not in LOADERS:
+        raise SiteConfigError(f"--loader must be one of {', '.join(LOADERS)}")
+    return name
+
+
 def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
-                   progress: Progress | None = None) -> ExtractSummary:
-    """Load every file under ``root``; one transaction per file, so a rerun resumes."""
+                   progress: Progress | None = None, loader: str = "python") -> ExtractSummary:
+    """Load every file under ``root``; one transaction per file, so a rerun resumes.
+
+    ``loader="duckdb"`` reads NDJSON files through DuckDB, which drops the
+    Observations no lab code maps before Python sees them (connector/extract/duck.py)."""
     if not root.exists():
         raise FileNotFoundError(f"source folder not found: {root}")
     files = find_files(root)
@@ -87,9 +112,15 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
                     with engine.begin() as conn, load_cache(conn):
                         store = RawStore(conn)
                         store.counts = counts
-                        summary.read += load_file(store, path, site=site_name,
-                                                  source=str(path.relative_to(root)
-                                                             if root.is_dir() else path.name))
+                        source = str(path.relative_to(root) if root.is_dir() else path.name)
+                        if loader == "duckdb":
+                            from connector.extract.duck import load_file_duck
+
+                            summary.read += load_file_duck(store, path, site=site_name,
+                                                           source=source, file_key=source)
+                        else:
+                            summary.read += load_file(store, path, site=site_name,
+                                                      source=source)
                         store.flush()
                     advance(path.stat().st_size)
             except BaseException as exc:
@@ -101,7 +132,7 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
 
 
 def _merge_counts(into: StoreCounts, other: StoreCounts) -> None:
-    for name in ("new", "updated", "unchanged", "older", "skipped", "deleted"):
+    for name in StoreCounts.NAMES:
         getattr(into, name).update(getattr(other, name))
     into.quarantined += other.quarantined
 

@@ -84,11 +84,16 @@ class StoreCounts:
     older: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)
     deleted: Counter = field(default_factory=Counter)
+    #: kept as a count of their code only (the DuckDB load path: Observations no lab
+    #: code maps; connector/extract/duck.py)
+    counted: Counter = field(default_factory=Counter)
     quarantined: int = 0
+
+    NAMES = ("new", "updated", "unchanged", "older", "skipped", "deleted", "counted")
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
-        for name in ("new", "updated", "unchanged", "older", "skipped", "deleted"):
+        for name in self.NAMES:
             for rtype, n in getattr(self, name).items():
                 out.setdefault(rtype, {})[name] = n
         return out

@@ -29,6 +29,7 @@ from connector.db.models import (
     Patient,
     ProcedureEvent,
     Quarantine,
+    RawCodeCount,
     RawResource,
     Site,
 )
@@ -193,7 +194,8 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
 
 def raw_sites(engine: Engine) -> list[str]:
     with engine.connect() as conn:
-        return sorted(r[0] for r in conn.execute(select(RawResource.site).distinct()))
+        return sorted({r[0] for r in conn.execute(select(RawResource.site).distinct())}
+                      | {r[0] for r in conn.execute(select(RawCodeCount.site).distinct())})
 
 
 def _count_rows(engine: Engine, sites: list[str]) -> int:
@@ -207,11 +209,15 @@ def _count_rows(engine: Engine, sites: list[str]) -> int:
 
 
 def count_trimmed(conn: Connection, site: str) -> int:
-    """The site's current Observations stored as their code only (connector.extract.trim)."""
-    return int(conn.execute(
+    """The site's current Observations stored as their code only (connector.extract.trim),
+    or only counted by their code (the DuckDB load path, ``raw_code_count``)."""
+    rows = conn.execute(
         select(func.count()).select_from(RawResource)
         .where(RawResource.site == site, RawResource.resource_type == "Observation",
-               RawResource.trimmed.is_not(None), RawResource.deleted.is_(False))).scalar_one())
+               RawResource.trimmed.is_not(None), RawResource.deleted.is_(False))).scalar_one()
+    counted = conn.execute(select(func.coalesce(func.sum(RawCodeCount.n), 0))
+                           .where(RawCodeCount.site == site)).scalar_one()
+    return int(rows) + int(counted)
 
 
 def stale_trimmed(engine: Engine, site: str, codesets: CodeSets) -> int:
@@ -235,6 +241,13 @@ def trimmed_codes(conn: Connection, site: str, *,
         where.append(RawResource.trimmed != decided_otherwise_than)
     stmt = (select(RawResource.body, func.count()).where(*where)
             .group_by(RawResource.body).order_by(RawResource.body))
+    for body, n in conn.execute(stmt):
+        yield body, int(n)
+    counted = [RawCodeCount.site == site]
+    if decided_otherwise_than is not None:
+        counted.append(RawCodeCount.trimmed != decided_otherwise_than)
+    stmt = (select(RawCodeCount.body, func.sum(RawCodeCount.n)).where(*counted)
+            .group_by(RawCodeCount.body).order_by(RawCodeCount.body))
     for body, n in conn.execute(stmt):
         yield body, int(n)
 

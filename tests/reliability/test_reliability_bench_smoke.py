@@ -20,6 +20,7 @@ FIGURES = {
           ("a", "2,000-patient cohort", False)],
     "b": [("b", "extract + map", True), ("b", "peak memory, process tree", True),
           ("b", "memory growth", True), ("b", "baseline: parse + validate everything", False),
+          ("b", "DuckDB loader", True), ("b", "DuckDB loader / Python loader", False),
           ("b", "extract + map / baseline", True)],
     "c": [("c", "rerun with no changes / full run", True),
           ("c", "all stages (folder source)", False)],
