@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NoReturn
 
 import orjson
@@ -42,10 +43,11 @@ from connector.mapping.match import (
     match_procedure,
     unit_rule,
 )
+from connector.mapping.orders import ORDER_TYPES, map_order
 from connector.mapping.text import phrase_tokens
 from connector.mapping.validate import r4b_problem
 
-EVENT_TYPES = ("MedicationAdministration", "Procedure", "Observation")
+EVENT_TYPES = ("MedicationAdministration", *ORDER_TYPES, "Procedure", "Observation")
 GENDERS = frozenset({"male", "female", "other", "unknown"})
 _BIRTH_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 _COMPARATORS = frozenset({"<", "<=", ">=", ">"})
@@ -224,6 +226,7 @@ class SiteMapper:
             "MedicationAdministration": self._medication_administration,
             "Procedure": self._procedure,
             "Observation": self._observation,
+            **{t: partial(map_order, self) for t in ORDER_TYPES},
         }
 
     # -- entry points -------------------------------------------------------
@@ -370,9 +373,14 @@ class SiteMapper:
         self._check_date(start, patient, "effective")
         if external is not None:
             self._check_medication(external)
+        self._defer_exposures(row, res, patient, start, end, status, matches)
+
+    def _defer_exposures(self, row: RawRow, res: dict, patient: str, start: dt.date,
+                         end: dt.date | None, status: str, matches: list[DrugMatch]) -> None:
+        """Queue one exposure per matched ingredient (administrations and orders alike)."""
+        res_row = (start, row.resource_type, row.resource_id)
         self._defer(row, res, [(
-            self._exposures, (patient, m.ingredient, start),
-            (start, row.resource_type, row.resource_id),
+            self._exposures, (patient, m.ingredient, start), res_row,
             {"site": self.site, "patient_source_id": patient,
              "source_type": row.resource_type, "source_id": row.resource_id,
              "version_id": row.version_id, "ingredient": m.ingredient,

@@ -82,6 +82,11 @@ def site_name(i: int) -> str:
             return f"site_{letters}"
 
 
+#: How an oral cycle is recorded, rotating by site and dose (FhirBuilder.oral).
+ORAL_FORMS = ("MedicationAdministration", "MedicationDispense", "MedicationRequest",
+              "MedicationStatement")
+
+
 class FhirBuilder:
     """Builds one patient's resources; all randomness comes from ``rng``."""
 
@@ -89,6 +94,7 @@ class FhirBuilder:
                  params: SynthParams) -> None:
         self.rng = rng
         self.site = site
+        self.site_no = site_no
         self.full_codes = site_no % 2 == 0
         self.tz = SITE_OFFSETS[site_no % len(SITE_OFFSETS)]
         self.p = params
@@ -189,6 +195,36 @@ class FhirBuilder:
             res["effectiveDateTime"] = self.when(dose.day)
         res["dosage"] = self.dosage(dose.drug)
         return res
+
+    def oral(self, dose: Dose, subject: dict[str, str], i: int) -> tuple[str, Resource]:
+        """An oral cycle, recorded the way the site records oral drugs.
+
+        Hospitals mostly record oral drugs as a prescription, a pharmacy dispense or a
+        statement of use, rarely an administration (issue 15). The form rotates with
+        the site and the dose, so every site sends all four; the exposure period is
+        the same cycle (days supply = the cycle's days).
+        """
+        form = ORAL_FORMS[(self.site_no + i) % len(ORAL_FORMS)]
+        if form == "MedicationAdministration":
+            return form, self.med_admin(dose, subject)
+        end = dose.end if dose.end is not None else dose.day
+        days = end - dose.day + 1
+        res: Resource = {"resourceType": form, "id": self.new_id(), "meta": self.meta(dose.day)}
+        supply = {"value": days, "unit": "days", "system": "http://unitsofmeasure.org",
+                  "code": "d"}
+        if form == "MedicationRequest":
+            res.update(status="completed", intent="order",
+                       medicationCodeableConcept=self.medication(dose.drug), subject=subject,
+                       authoredOn=self.when(dose.day),
+                       dispenseRequest={"expectedSupplyDuration": supply})
+        elif form == "MedicationDispense":
+            res.update(status="completed", medicationCodeableConcept=self.medication(dose.drug),
+                       subject=subject, daysSupply=supply, whenHandedOver=self.when(dose.day))
+        else:
+            res.update(status="completed", medicationCodeableConcept=self.medication(dose.drug),
+                       subject=subject,
+                       effectivePeriod={"start": iso(dose.day), "end": iso(end)})
+        return form, res
 
     def procedure(self, proc: Proc, subject: dict[str, str]) -> Resource:
         return {
@@ -298,8 +334,9 @@ class FhirBuilder:
         noise = {n.kind: n for n in course.noise}
         dup = noise.get("duplicate")
         for i, dose in enumerate(course.doses):
-            res = self.med_admin(dose, subject)
-            out.append(("MedicationAdministration", res, False))
+            rtype, res = self.oral(dose, subject, i) if dose.end is not None else (
+                "MedicationAdministration", self.med_admin(dose, subject))
+            out.append((rtype, res, False))
             if dup is not None and dup.index == i:
                 twin = copy.deepcopy(res)
                 twin["id"] = self.new_id()
