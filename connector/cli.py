@@ -235,9 +235,14 @@ def merge(
 
 @app.command("export")
 def export_cmd(
-    fmt: str = typer.Option(..., "--format", "-f", metavar="parquet|csv",
-                            help="parquet (typed; for R arrow, DuckDB, pandas) or csv."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the files (created)."),
+    fmt: str = typer.Option(..., "--format", "-f", metavar="parquet|csv|omop",
+                            help="parquet (typed; for R arrow, DuckDB, pandas), csv, or omop "
+                                 "(OMOP CDM 5.4 tables with oncology episodes)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Folder for the files (created). "
+                                    "With --into, only the OMOP reports go here."),
+    into: str | None = typer.Option(None, "--into", help="omop only: load the CDM tables into "
+                                    "this PostgreSQL schema (postgresql://…?options="
+                                    "-csearch_path%3DSCHEMA) instead of CSV files."),
     db: str = DbOpt,
     site: list[str] = typer.Option(None, "--site", help="Export only this site (repeatable)."),
     date_shift_days: int = typer.Option(
@@ -249,35 +254,58 @@ def export_cmd(
         help="Accept patient keys made without a secret (synthetic or test data only)."),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Export the cohort for researchers: one file per table and a data dictionary.
+    """Export the cohort for researchers: tables with a data dictionary, or OMOP CDM 5.4.
 
-    Writes the normalized tables (patient, medication_exposure, procedure_event,
-    lab_result), the derived tables (cohort_patient, therapy_line), the analysis-ready
-    tables (analysis_patient, analysis_line: os/pfs/ttnt months and events, response
-    flags), data_dictionary.csv and manifest.json. Pseudonymized as by `cohort merge`:
-    patient keys, never source ids; no free text. See docs/export.md.
+    parquet/csv: the normalized tables, the derived tables, the analysis-ready tables
+    (analysis_patient, analysis_line: os/pfs/ttnt months and events, response flags),
+    data_dictionary.csv and manifest.json. omop: person, observation_period,
+    drug_exposure, procedure_occurrence, measurement, death, episode, episode_event as
+    CSV or into PostgreSQL, concepts from mappings/omop_concepts.csv, and
+    omop_concept_zero.csv naming every value written with concept id 0. Pseudonymized
+    as by `cohort merge`: patient keys, never source ids; no free text. See docs/export.md.
     """
-    from connector.export import export_files
+    if fmt not in ("parquet", "csv", "omop"):
+        _fail(f"--format must be parquet, csv or omop, not {fmt!r}", EXIT_USAGE)
+    if into is not None and fmt != "omop":
+        _fail("--into applies to --format omop only", EXIT_USAGE)
+    if out is None and into is None:
+        _fail("give --out DIR" + (" or --into postgresql://…" if fmt == "omop" else ""),
+              EXIT_USAGE)
+    engine = _open(db)
+    options = {"sites": site or None, "date_shift_days": date_shift_days,
+               "allow_unkeyed": allow_unkeyed, "progress": _progress(quiet)}
+    if fmt == "omop":
+        from connector.export import export_omop
 
-    summary = _export(lambda secret: export_files(
-        _open(db), out, fmt, sites=site or None, secret=secret,
-        date_shift_days=date_shift_days, allow_unkeyed=allow_unkeyed,
-        progress=_progress(quiet)), fmt)
+        target = _open(into) if into else None
+        summary = _export(lambda secret: export_omop(engine, out=out, into=target,
+                                                     secret=secret, **options))
+    else:
+        from connector.export import export_files
+
+        summary = _export(lambda secret: export_files(engine, out, fmt, secret=secret,
+                                                      **options))
     rows = ", ".join(f"{n} {t}" for t, n in summary.rows.items())
-    typer.echo(f"export: {summary.format} to {out}/: {rows}"
+    where = f"{out}/" if into is None else "the PostgreSQL schema"
+    typer.echo(f"export: {summary.format} to {where}: {rows}"
                f" (sites {', '.join(summary.sites)}; keyed: {'yes' if summary.keyed else 'NO'})")
+    if summary.zero_rows:
+        zero = ", ".join(f"{n} {t}" for t, n in summary.zero_rows.items())
+        typer.echo(f"export: rows with concept id 0: {zero}"
+                   + (f" (values in {out}/omop_concept_zero.csv)" if out else ""))
+    for reason, n in summary.left_out.items():
+        typer.echo(f"export: left out {n}: {reason}")
 
 
-def _export(call, fmt: str):  # noqa: ANN001, ANN202
+def _export(call):  # noqa: ANN001, ANN202
     """Run an export, turning a refusal (the site may not leave as asked) into exit 2."""
+    from connector.export.omop_concepts import ConceptFileError
     from connector.keys import SecretError, load_secret
     from connector.merge import MergeRefused
 
-    if fmt not in ("parquet", "csv"):
-        _fail(f"--format must be parquet or csv, not {fmt!r}", EXIT_USAGE)
     try:
         return call(load_secret())
-    except (SecretError, MergeRefused) as exc:
+    except (SecretError, MergeRefused, ConceptFileError, ValueError) as exc:
         _fail(f"export refused, nothing written: {exc}", EXIT_USAGE)
 
 

@@ -7,6 +7,7 @@ layer for the analysis-ready tables). What it writes leaves the site, so it appl
 
 from __future__ import annotations
 
+from connector.export.omop_run import export_omop
 from connector.export.run import FILE_FORMATS, ExportSummary, export_files
 
-__all__ = ["FILE_FORMATS", "ExportSummary", "export_files"]
+__all__ = ["FILE_FORMATS", "ExportSummary", "export_files", "export_omop"]

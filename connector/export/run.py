@@ -40,6 +40,10 @@ class ExportSummary:
     files: list[str] = field(default_factory=list)
     keyed: bool = True
     date_shift_days: int = 0
+    #: OMOP only: rows written with a concept id 0 (in at least one concept column), by table
+    zero_rows: dict[str, int] = field(default_factory=dict)
+    #: OMOP only: source rows the CDM cannot take, by reason
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 def _write_csv(writer: FileWriter, filename: str, tbl: pa.Table) -> None:
