@@ -111,6 +111,11 @@ class ImwgRules:
     cr_marrow_below: float
     confirmations: int
     baseline_lookback_days: int
+    urine_ife_analyte: str = "urine_ife"
+    cr_needs_urine_ife: str = "if_urine_measured"  # always | if_urine_measured | never
+    derive_scr: bool = False
+    clonality_analyte: str = "marrow_clonality"
+    clonality_negative_codes: tuple[str, ...] = ("negative",)
 
 
 @dataclass(frozen=True)
@@ -230,6 +235,9 @@ def parse_rules(data: dict[str, Any], path: str = "") -> Rules:
         built[name] = _build(cls, data[name], name)
     if built["imwg"].nadir not in ("confirmed", "running_min"):
         raise RulesError("imwg.nadir must be 'confirmed' or 'running_min'")
+    if built["imwg"].cr_needs_urine_ife not in ("always", "if_urine_measured", "never"):
+        raise RulesError("imwg.cr_needs_urine_ife must be 'always', 'if_urine_measured' or "
+                         "'never'")
     return Rules(units=units, classify=classify, path=path, **built)
 
 

@@ -99,6 +99,9 @@ class SynthParams:
     #: Lenalidomide maintenance after the index CAR-T, started in response (no progression)
     #: and given until the progression is confirmed (issue 15: it must not date progression).
     p_post_car_t_maintenance: float = 0.12
+    #: A line that reached CR whose immunofixation or marrow was never sent: CR cannot be
+    #: confirmed, the truth is VGPR (issue 15 item 7; its own random stream)
+    p_cr_evidence_missing: float = 0.25
     post_car_t_maintenance_start_days: tuple[int, int] = (60, 150)
     #: A line must start at least this long before the cutoff (so that it has two
     #: assessments); otherwise the patient is followed without a new line.

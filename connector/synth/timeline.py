@@ -458,8 +458,28 @@ class CohortPatient:
                     lay_regimen(course, MAINTENANCE, m_start, stop, line)
         else:
             lay_regimen(course, regimen, start, stop, line)
+        self._drop_cr_evidence(track, start, seg)
         course.lines.append(_line_truth(course, line, key, start, seg, transplant))
         return seg
+
+    def _drop_cr_evidence(self, track: LabTrack, start: int, seg: SegmentResult) -> None:
+        """Leave out the immunofixation or the marrow of a CR line now and then.
+
+        Without them CR cannot be confirmed (IMWG): the line is VGPR by labs, and
+        derive says which test was missing.
+        """
+        if "CR" not in seg.labels or self._extra is None:
+            return
+        if self._extra.random() >= self.p.p_cr_evidence_missing:
+            return
+        drop_ife = self._extra.random() < 0.5
+        for point in track.points:
+            if point.day > start and point.label == "CR":
+                if drop_ife:
+                    point.ife = None
+                else:
+                    point.marrow = None
+        seg.labels = ["VGPR" if label == "CR" else label for label in seg.labels]
 
     # -- progression seen only through a new line --------------------------------
 
