@@ -32,6 +32,7 @@ class CarTRules:
     infusion_categories: tuple[str, ...]
     same_infusion_days: int
     productless_is_bcma: bool
+    bridging_max_days_after_harvest: int = 0
 
     @property
     def all_classes(self) -> tuple[str, ...]:
@@ -51,6 +52,8 @@ class TransplantRules:
     conditioning_ingredients: tuple[str, ...]
     conditioning_max_days_before: int
     tandem_days: int
+    induction_max_days: int = 0
+    induction_max_gap_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class LineRules:
     non_trigger_classes: tuple[str, ...]
     late_add_days: int
     late_add_classes: tuple[str, ...]
+    add_without_progression_days: int = 0
 
 
 @dataclass(frozen=True)

@@ -52,15 +52,19 @@ def lognormal_days(rng: random.Random, median: float, sigma: float) -> float:
 
 
 def lay_regimen(course: Course, regimen: cat.Regimen, start: int, stop: int,
-                line: int) -> None:
+                line: int, added: dict[str, int] | None = None) -> None:
     """Doses of a cyclic regimen from ``start`` until before ``stop``.
 
     An oral cycle running into ``stop`` (progression confirmed, death, end of data)
-    is recorded as stopped the day before.
+    is recorded as stopped the day before. ``added`` gives components added later
+    (drug key -> first day offset): their earlier doses are not given.
     """
     for comp in regimen.components:
         oral = isinstance(comp.schedule, cat.Oral)
+        first = (added or {}).get(comp.drug, 0)
         for off in cat.dose_offsets(comp.schedule):
+            if off < first:
+                continue
             day = start + off
             if day >= stop:
                 break
@@ -136,6 +140,9 @@ def fit_under_ceiling(marker: Marker, baseline: float, category: str,
         category, descent = better, ()
     return category, descent
 
+
+#: Antibodies that may join a running Pd a month or two in (DPd, IsaPd, EloPd).
+ADDED_LATER = ("dara_sc", "dara_iv", "isatuximab", "elotuzumab")
 
 MAINTENANCE = cat.Regimen("maint", "lenalidomide", "cyclic",
                           (cat.Component("lenalidomide", cat.ORAL),))
@@ -457,10 +464,29 @@ class CohortPatient:
                 if seg.pd_day is None or m_start < seg.pd_day:
                     lay_regimen(course, MAINTENANCE, m_start, stop, line)
         else:
-            lay_regimen(course, regimen, start, stop, line)
+            lay_regimen(course, regimen, start, stop, line,
+                        self._added_later(regimen, track, start, stop, seg))
         self._drop_cr_evidence(track, start, seg)
         course.lines.append(_line_truth(course, line, key, start, seg, transplant))
         return seg
+
+    def _added_later(self, regimen: cat.Regimen, track: LabTrack, start: int, stop: int,
+                     seg: SegmentResult) -> dict[str, int]:
+        """An antibody added to Pd after 35-55 days, without progression (issue 15).
+
+        Only when the line is assessed before the addition, has no PD reading before it
+        and goes on for a month after it: the derive rule (IMWG) then keeps it one line.
+        """
+        dara = [c.drug for c in regimen.components if c.drug in ADDED_LATER]
+        if not dara or self._extra is None or \
+                self._extra.random() >= self.p.p_drug_added_in_line:
+            return {}
+        offset = self._extra.randint(35, 55)
+        day = start + offset
+        assessed = any(start < a.day <= day for a in track.points)
+        if not assessed or stop <= day + 28 or (seg.pd_day is not None and seg.pd_day <= day):
+            return {}
+        return {dara[0]: offset}
 
     def _drop_cr_evidence(self, track: LabTrack, start: int, seg: SegmentResult) -> None:
         """Leave out the immunofixation or the marrow of a CR line now and then.
