@@ -141,6 +141,11 @@ def fit_under_ceiling(marker: Marker, baseline: float, category: str,
     return category, descent
 
 
+#: Induction before high-dose melphalan and ASCT (carfilzomib-dexamethasone, days 1, 8, 15).
+INDUCTION = cat.Regimen("induction", "carfilzomib-dexamethasone", "cyclic",
+                        tuple(c for c in cat.NON_TCE_REGIMENS["kpd"].components
+                              if c.drug != "pomalidomide"))
+
 #: Antibodies that may join a running Pd a month or two in (DPd, IsaPd, EloPd).
 ADDED_LATER = ("dara_sc", "dara_iv", "isatuximab", "elotuzumab")
 
@@ -270,6 +275,7 @@ class CohortPatient:
         # Draws added after calibration come from their own stream, so the calibrated
         # courses stay the same with them.
         self._extra = extra
+        self.induction = 0  # days of induction before the current line's transplant
         self.p = p
         self.site = site
         self.cutoff = ordinal(p.data_cutoff)
@@ -389,6 +395,9 @@ class CohortPatient:
                 start = apheresis + rng.randint(*p.car_t_manufacturing_days)
             elif regimen.kind == "asct":
                 start = confirm + rng.randint(*p.transplant_start_after_confirm_days)
+                self.induction = self._induction_days()
+                if self.induction:  # induction first: the line starts with it
+                    start = confirm + gap
             else:
                 start = confirm + gap
             start = max(start, prev_start + p.min_days_between_line_starts, confirm + 1)
@@ -453,12 +462,15 @@ class CohortPatient:
         if regimen.kind == "car_t":
             product = regimen.components[-1].drug
             lay_car_t(course, product, start - min(p.lymphodepletion_days), line, p)
+        elif regimen.kind == "asct" and not self._lay_induction(course, start, stop, line, seg):
+            lay_regimen(course, INDUCTION, start, stop, line)  # progressed during induction
         elif regimen.kind == "asct":
             transplant = True
-            course.doses.append(Dose("melphalan", start, None, line))
-            course.procs.append(Proc("auto_transplant", start + 2))
+            mel = start + self.induction
+            course.doses.append(Dose("melphalan", mel, None, line))
+            course.procs.append(Proc("auto_transplant", mel + 2))
             if rng.random() < p.p_lenalidomide_maintenance:
-                m_start = start + 2 + rng.randint(*p.maintenance_start_after_transplant_days)
+                m_start = mel + 2 + rng.randint(*p.maintenance_start_after_transplant_days)
                 # Maintenance is for disease that has not progressed: none once the
                 # first PD assessment has been seen (or when it would come first).
                 if seg.pd_day is None or m_start < seg.pd_day:
@@ -470,6 +482,33 @@ class CohortPatient:
         course.lines.append(_line_truth(course, line, key, start, seg, transplant))
         return seg
 
+    def _induction_days(self) -> int:
+        """Days of induction before high-dose melphalan (0: none), own random stream.
+
+        Not after a carfilzomib line: the induction would read as that line going on.
+        """
+        if self._extra is None or self._extra.random() >= self.p.p_induction_before_asct:
+            return 0
+        if "carfilzomib" in self.previous:
+            return 0
+        return self._extra.randint(*self.p.induction_days)
+
+    def _lay_induction(self, course: Course, start: int, stop: int, line: int,
+                       seg: SegmentResult) -> bool:
+        """Lay the induction before a transplant; False when the transplant cannot follow.
+
+        Induction + melphalan + ASCT are one line (IMWG) only without progression: a
+        line that progresses (or stops) during induction never gets its transplant.
+        """
+        if not self.induction:
+            return True
+        mel = start + self.induction
+        if stop <= mel + 2 or (seg.pd_day is not None and seg.pd_day <= mel + 2):
+            self.induction = 0
+            return False
+        lay_regimen(course, INDUCTION, start, mel - 14, line)
+        return True
+
     def _added_later(self, regimen: cat.Regimen, track: LabTrack, start: int, stop: int,
                      seg: SegmentResult) -> dict[str, int]:
         """An antibody added to Pd after 35-55 days, without progression (issue 15).
@@ -478,7 +517,10 @@ class CohortPatient:
         and goes on for a month after it: the derive rule (IMWG) then keeps it one line.
         """
         dara = [c.drug for c in regimen.components if c.drug in ADDED_LATER]
-        if not dara or self._extra is None or \
+        first = {cat.DRUGS[c.drug].ingredient for c in regimen.components
+                 if c.drug not in ADDED_LATER} - {"dexamethasone"}
+        # what starts on day 1 must be new, or the line would read as the last one going on
+        if not dara or not first - self.previous or self._extra is None or \
                 self._extra.random() >= self.p.p_drug_added_in_line:
             return {}
         offset = self._extra.randint(35, 55)
