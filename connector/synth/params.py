@@ -108,6 +108,9 @@ class SynthParams:
     #: induction (carfilzomib-dexamethasone) before high-dose melphalan + ASCT, one line by
     #: IMWG (issue 15 item 5; its own random stream)
     p_induction_before_asct: float = 0.5
+    #: bridging between the apheresis and a salvage CAR-T, part of the CAR-T line (IMWG;
+    #: issue 15 item 5; its own random stream)
+    p_bridging_salvage_car_t: float = 0.5
     induction_days: tuple[int, int] = (60, 110)
     post_car_t_maintenance_start_days: tuple[int, int] = (60, 150)
     #: A line must start at least this long before the cutoff (so that it has two

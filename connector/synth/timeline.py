@@ -276,6 +276,8 @@ class CohortPatient:
         # courses stay the same with them.
         self._extra = extra
         self.induction = 0  # days of induction before the current line's transplant
+        self.bridge = 0  # days of bridging before the current CAR-T line's lymphodepletion
+        self._bridge_regimen = next(iter(cat.BRIDGING.values()))
         self.p = p
         self.site = site
         self.cutoff = ordinal(p.data_cutoff)
@@ -406,6 +408,9 @@ class CohortPatient:
                     raise Retry("no time for a first salvage line")
                 track.follow(self.cutoff + 1)
                 return
+            # bridging after the apheresis: the CAR-T line starts with it (IMWG)
+            self.bridge = self._bridging_days(apheresis, start)
+            start -= self.bridge
             track.follow(start)
             track.ensure_baseline(start)
             if apheresis is not None:
@@ -449,8 +454,13 @@ class CohortPatient:
         if track.last.value >= high:
             hazard *= p.high_burden_hazard_ratio
         death = start + max(7, math.ceil(rng.expovariate(hazard)))
+        ld_start = start + self.bridge
         if regimen.kind == "car_t":
-            death = max(death, start - min(p.lymphodepletion_days) + 3)
+            death = max(death, ld_start - min(p.lymphodepletion_days) + 3)
+        if self.bridge:  # the line must reach its infusion: no progression during bridging
+            if category == "PD":
+                category, descent = "SD", ()
+            pfs_days = max(pfs_days, self.bridge + 60.0)
         seg = track.segment(start, category, pfs_days, death, descent)
         if seg.outcome == "pd":
             stop = seg.confirm_day or start
@@ -461,7 +471,9 @@ class CohortPatient:
         transplant = False
         if regimen.kind == "car_t":
             product = regimen.components[-1].drug
-            lay_car_t(course, product, start - min(p.lymphodepletion_days), line, p)
+            if self.bridge:
+                lay_regimen(course, self._bridge_regimen, start, min(stop, ld_start - 10), line)
+            lay_car_t(course, product, ld_start - min(p.lymphodepletion_days), line, p)
         elif regimen.kind == "asct" and not self._lay_induction(course, start, stop, line, seg):
             lay_regimen(course, INDUCTION, start, stop, line)  # progressed during induction
         elif regimen.kind == "asct":
@@ -481,6 +493,19 @@ class CohortPatient:
         self._drop_cr_evidence(track, start, seg)
         course.lines.append(_line_truth(course, line, key, start, seg, transplant))
         return seg
+
+    def _bridging_days(self, apheresis: int | None, ld_start: int) -> int:
+        """Days of bridging before a salvage CAR-T's lymphodepletion (0: none).
+
+        Bridging runs from 3-7 days after the apheresis to 10 days before the
+        lymphodepletion, at least a week (own random stream).
+        """
+        if apheresis is None or self._extra is None or \
+                self._extra.random() >= self.p.p_bridging_salvage_car_t:
+            return 0
+        bridge_start = apheresis + self._extra.randint(3, 7)
+        self._bridge_regimen = cat.BRIDGING[self._extra.choice(sorted(cat.BRIDGING))]
+        return ld_start - bridge_start if ld_start - bridge_start >= 17 else 0
 
     def _induction_days(self) -> int:
         """Days of induction before high-dose melphalan (0: none), own random stream.
