@@ -91,7 +91,8 @@ def _where_site(column, site: str | None):  # noqa: ANN001, ANN202
 def rule_analytes(rules: Rules) -> frozenset[str]:
     """The analytes a rule reads or a unit guard checks; any other lab only dates contact."""
     return frozenset({*RESPONSE_ANALYTES, RATIO, rules.progression.disease_status_analyte,
-                      rules.imwg.ife_analyte, rules.imwg.marrow_analyte, *rules.units})
+                      rules.imwg.ife_analyte, rules.imwg.marrow_analyte,
+                      rules.imwg.urine_ife_analyte, rules.imwg.clonality_analyte, *rules.units})
 
 
 # ------------------------------------------------------------------ reading, streamed

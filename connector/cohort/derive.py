@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from functools import partial
 
 from connector.cohort.classify import classify
-from connector.cohort.imwg import LabBook, normalize_labs
+from connector.cohort.imwg import (
+    LabBook,
+    baseline_at,
+    first_confirmed_pd,
+    normalize_labs,
+    readings_until,
+)
 from connector.cohort.index import find_index
 from connector.cohort.later import first_later_therapy
 from connector.cohort.lines import Line, build_lines, build_units
@@ -59,6 +66,20 @@ def _product_classes(line: Line, rules: Rules) -> set[str]:
         elif product in ct.other_products:
             out.add(ct.other_classes[0])
     return out
+
+
+def progressed_on_line(book: LabBook, rules: Rules, start: dt.date,
+                       day: dt.date) -> bool | None:
+    """Whether a line started on ``start`` had a PD reading up to ``day`` (labs drawn that
+    day included, ``readings_until``); None when the labs cannot say (no measurable
+    baseline or no assessment in between). Used by the line rules that keep a planned
+    addition or a transplant in the line only when nothing progressed (lines.py)."""
+    r = rules.imwg
+    base = baseline_at(book, start, r.baseline_lookback_days)
+    if base.method(r) is None or not book.assessment_dates(start, readings_until(day)):
+        return None
+    pd_day, _ = first_confirmed_pd(book, base, start, readings_until(day), r)
+    return pd_day is not None
 
 
 def time_to_next_treatment(start: dt.date, next_start: dt.date | None,
@@ -131,7 +152,8 @@ def derive_normalized(patient: PatientInfo, exposures: list[Exposure],
     if prog.date is None:
         return _record(patient, contact, in_cohort=False, exclusion_reason="no_progression",
                        **index_fields), []
-    lines = build_lines(exposures, procedures, found.infusions, prog.date, rules, units)
+    lines = build_lines(exposures, procedures, found.infusions, prog.date, rules, units,
+                        progressed=partial(progressed_on_line, book, rules))
     record = _record(patient, contact, in_cohort=True, progression_date=prog.date,
                      progression_basis=prog.basis, **index_fields)
     return record, _line_records(lines, book, patient.death_date, contact, rules)

@@ -340,7 +340,7 @@ class Assessment:
     undetectable: bool = False
 
 
-def _flc_ratio_normal(book: LabBook, day: dt.date, r: ImwgRules) -> bool:
+def flc_ratio_normal(book: LabBook, day: dt.date, r: ImwgRules) -> bool:
     ratio = dict(book.series(RATIO)).get(day)
     if ratio is None:
         k, lam = dict(book.series(KAPPA)).get(day), dict(book.series(LAMBDA)).get(day)
@@ -366,7 +366,7 @@ def assessments(book: LabBook, base: Baseline, lo: dt.date, hi: dt.date | None,
         out = []
         for day, value in sorted(within(book.dflc_series(base.involved)).items()):
             cat = dflc_category(base.dflc or 0.0, value, r)
-            out.append(Assessment(day, cat, cat == "VGPR" and _flc_ratio_normal(book, day, r)))
+            out.append(Assessment(day, cat, cat == "VGPR" and flc_ratio_normal(book, day, r)))
         return out
     serum = within(book.series(SERUM)) if base.serum_measurable(r) else {}
     urine = within(book.series(URINE)) if base.urine_measurable(r) else {}

@@ -34,6 +34,7 @@ from connector.mapping.fhir import (
     reference_target,
     subject_patient,
 )
+from connector.mapping.labtext import special_value
 from connector.mapping.match import (
     IGNORED,
     DrugMatch,
@@ -613,6 +614,9 @@ class SiteMapper:
 
     def _quantity_value(self, analyte: str, res: dict) -> Row:
         spec = self.cs.analytes[analyte]
+        special = special_value(self.cs.lab_text, analyte, spec.canonical_unit, res)
+        if special is not None:
+            return special
         if "valueQuantity" in res:
             quantity = res["valueQuantity"]
             if not isinstance(quantity, dict):

@@ -281,8 +281,8 @@ class FhirBuilder:
         ratio = kappa / lam
         ratio = round(ratio, 3) if ratio < 0.1 else round(ratio, 2)
         out = [
-            self._obs(CODE_M_PROTEIN, subject, a.day, when,
-                      valueQuantity=_qty(m_protein, "g/dL")),
+            self._obs(CODE_M_PROTEIN, subject, a.day, when, **self._m_protein_value(m_protein,
+                                                                                  a.day)),
             self._obs(CODE_KAPPA, subject, a.day, when, valueQuantity=_qty(kappa, "mg/L")),
             self._obs(CODE_LAMBDA, subject, a.day, when, valueQuantity=_qty(lam, "mg/L")),
             self._obs(CODE_RATIO, subject, a.day, when,
@@ -297,6 +297,17 @@ class FhirBuilder:
         if with_context:
             out.extend(self.context(a.day, subject, when))
         return out
+
+    def _m_protein_value(self, m_protein: float, day: int) -> dict[str, Any]:
+        """An undetectable M-spike as laboratories send it: 0, text, or below a limit."""
+        if m_protein > 0:
+            return {"valueQuantity": _qty(m_protein, "g/dL")}
+        form = (self.site_no + day) % 3
+        if form == 1:
+            return {"valueString": "None detected"}
+        if form == 2:
+            return {"valueQuantity": {"value": 0.1, "comparator": "<", **_qty(0.1, "g/dL")}}
+        return {"valueQuantity": _qty(0.0, "g/dL")}
 
     def context(self, day: int, subject: dict[str, str], when: str | None = None
                 ) -> list[Resource]:

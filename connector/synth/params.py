@@ -99,6 +99,19 @@ class SynthParams:
     #: Lenalidomide maintenance after the index CAR-T, started in response (no progression)
     #: and given until the progression is confirmed (issue 15: it must not date progression).
     p_post_car_t_maintenance: float = 0.12
+    #: A line that reached CR whose immunofixation or marrow was never sent: CR cannot be
+    #: confirmed, the truth is VGPR (issue 15 item 7; its own random stream)
+    p_cr_evidence_missing: float = 0.25
+    #: an antibody (dara, isa, elo) added to Pd 35-55 days into the line, without
+    #: progression (one line by IMWG; issue 15 item 5; its own random stream)
+    p_drug_added_in_line: float = 0.3
+    #: induction (carfilzomib-dexamethasone) before high-dose melphalan + ASCT, one line by
+    #: IMWG (issue 15 item 5; its own random stream)
+    p_induction_before_asct: float = 0.5
+    #: bridging between the apheresis and a salvage CAR-T, part of the CAR-T line (IMWG;
+    #: issue 15 item 5; its own random stream)
+    p_bridging_salvage_car_t: float = 0.5
+    induction_days: tuple[int, int] = (60, 110)
     post_car_t_maintenance_start_days: tuple[int, int] = (60, 150)
     #: A line must start at least this long before the cutoff (so that it has two
     #: assessments); otherwise the patient is followed without a new line.

@@ -98,7 +98,10 @@ def read_site(folder: Path) -> dict[str, PatientData]:
         elif key == "marrow":
             point.marrow = res["valueQuantity"]["value"]
         elif key == "m":
-            point.m = res["valueQuantity"]["value"]
+            # an undetectable M-spike may come as text or below a limit (issue 15): 0
+            quantity = res.get("valueQuantity") or {}
+            point.m = 0.0 if "valueString" in res or "comparator" in quantity \
+                else quantity["value"]
         elif key == "kappa":
             point.kappa = res["valueQuantity"]["value"]
         elif key == "lambda":
