@@ -148,6 +148,9 @@ def reset_proxy(proxy: Any) -> None:
     from fault_proxy import ALL_KINDS
 
     proxy.rate, proxy.script, proxy.hook, proxy.only = 0.0, [], None, None
+    proxy.rewrite, proxy.refuse, proxy.bytes_sent = None, (), 0
+    proxy.drip_bytes, proxy.drip_interval, proxy.drip_limit = 8, 0.02, 20.0
+    proxy.huge_bytes, proxy.huge_chunked = 50 << 20, True
     proxy.kinds = ALL_KINDS
     proxy.retry_after, proxy.slow_seconds = "1", 2.0
     proxy.faults.clear()

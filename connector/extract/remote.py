@@ -55,7 +55,14 @@ from connector.db.models import ExtractRun, RawResource, SyncState
 from connector.extract.run import ExtractSummary
 from connector.extract.store import RawStore, StoreCounts
 from connector.extract.trim import default_trim
-from connector.fhir.client import Capabilities, FhirClient, Page, shift_instant, to_instant
+from connector.fhir.client import (
+    Capabilities,
+    FhirClient,
+    Page,
+    UnsafeLink,
+    shift_instant,
+    to_instant,
+)
 from connector.fhir.config import (
     MEDICATION_USERS,
     PATIENT_TYPES,
@@ -71,6 +78,7 @@ from connector.fhir.errors import (
     PagingError,
     SiteConfigError,
 )
+from connector.fhir.limits import RunDeadlineExceeded
 from connector.fhir.redact import describe_params, scrub, sensitive_values
 from connector.progress import Progress
 
@@ -531,7 +539,7 @@ class RemoteExtraction:
                         log.warning("%s: the server refused a search by text (%s); screening "
                                     "by codes only", job.rtype, item)
                         continue
-                    if isinstance(item, AuthError | CapabilityError):
+                    if isinstance(item, AuthError | CapabilityError | RunDeadlineExceeded):
                         raise item
                     self.totals.failed += 1
                     self.totals.errors.append(str(item))
@@ -580,7 +588,7 @@ class RemoteExtraction:
                     n_pages += 1
                     yield page
             except PagingError as exc:
-                if attempt == MAX_PASSES:
+                if attempt == MAX_PASSES or isinstance(exc, UnsafeLink):
                     raise
                 log.info("%s: %s; reading the search again", job.rtype, exc)
             else:

@@ -22,7 +22,10 @@ the answer: ``202`` + ``Content-Location`` at kick-off, ``202`` + ``X-Progress``
   short is retried from the start. Gzip is kept compressed on disk when the server
   sends it (``Content-Encoding: gzip`` or a ``.gz`` file). The token is sent only
   when the manifest says ``requiresAccessToken`` and only to the server's own
-  origin.
+  origin, judged as the HTTP library will connect (``urls.py``); a file URL with a
+  backslash, user info or control characters is refused with or without a token, and
+  redirects are followed one hop at a time under the same rules.
+- Status and manifest answers are read under the run's bounds (``limits.py``).
 
 Nothing here logs a URL with its query or a patient id; errors name the operation,
 the HTTP status and the server's own OperationOutcome text.
@@ -51,6 +54,7 @@ from connector.fhir.errors import (
     HttpError,
     RetryExhausted,
 )
+from connector.fhir.limits import bounded_response
 from connector.fhir.redact import describe_url
 from connector.fhir.retry import (
     TransientError,
@@ -59,12 +63,14 @@ from connector.fhir.retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from connector.fhir.urls import UnsafeUrl, check_form, follow, same_origin
 
 log = logging.getLogger(__name__)
 
 LEVELS = ("system", "patient", "group")
 NDJSON = "application/fhir+ndjson"
 CHUNK = 1 << 20  # bytes per write while downloading
+MAX_REDIRECTS = 5  # hops followed for one export file
 #: Statuses that mean "not now" while polling, whatever the body says.
 _BUSY = frozenset({429, 502, 503, 504})
 _TRANSIENT_CODES = frozenset({"transient", "throttled", "timeout", "lock-error", "no-store",
@@ -236,7 +242,6 @@ class BulkClient:
         self.policy = policy or PollPolicy()
         self.sleep = sleep
         self.clock = clock
-        self.origin = _origin(client.base_url)
 
     # -- capability ---------------------------------------------------------
 
@@ -322,9 +327,7 @@ class BulkClient:
             raise BulkExportError(
                 f"{what}: the server did not start an asynchronous export (HTTP "
                 f"{r.status_code}{', no Content-Location' if not location else ''})")
-        status_url = urljoin(url, location)
-        self.check_origin(status_url, "status URL")
-        return status_url
+        return self.check_origin(urljoin(url, location), "status URL")
 
     # -- polling ---------------------------------------------------------------
 
@@ -422,15 +425,13 @@ class BulkClient:
 
         A body cut short, a reset or a 5xx is retried from the start of the file.
         """
-        if with_token:
-            self.check_origin(url, "output file URL")
+        self.check_file_url(url, with_token=with_token)
         dest.parent.mkdir(parents=True, exist_ok=True)
         part = dest.with_name(dest.name + ".part")
         what = f"GET {describe_url(url, self.client.base_url)}"
 
         def attempt() -> tuple[int, bool]:
-            r = self.send("GET", url, headers={"Accept": NDJSON, "Accept-Encoding": "gzip"},
-                          stream=True, auth=with_token, redirects=True)
+            r = self._get_file(url, with_token=with_token)
             try:
                 self.raise_for_status(r, what, gone=True)
                 gz = ("gzip" in (r.headers.get("Content-Encoding") or "").lower()
@@ -440,6 +441,7 @@ class BulkClient:
                 with part.open("wb") as fh:
                     try:
                         for chunk in r.raw.stream(CHUNK, decode_content=False):
+                            self.client.clock.check(what)
                             fh.write(chunk)
                             size += len(chunk)
                             if on_bytes is not None:
@@ -460,6 +462,24 @@ class BulkClient:
             else dest
         os.replace(part, final)
         return Downloaded(path=final, bytes=size, gzip=gz)
+
+    def _get_file(self, url: str, *, with_token: bool) -> requests.Response:
+        """GET an output file, following redirects one hop at a time: each hop is checked
+        as a file URL, and the token goes only to hops on the server's own origin."""
+        headers = {"Accept": NDJSON, "Accept-Encoding": "gzip"}
+        for _hop in range(MAX_REDIRECTS + 1):
+            token = with_token and same_origin(url, self.client.base_url)
+            r = self.send("GET", url, headers=headers, stream=True, auth=token)
+            location = r.headers.get("Location")
+            if r.status_code not in (301, 302, 303, 307, 308) or not location:
+                return r
+            r.close()
+            url = urljoin(url, location)
+            try:
+                check_form(url)
+            except UnsafeUrl as exc:
+                raise BulkExportError(f"an export file redirects: {exc}") from None
+        raise BulkExportError(f"an export file redirects more than {MAX_REDIRECTS} times")
 
     def delete(self, status_url: str) -> bool:
         """Tell the server we are done with (or abandon) the export; never raises."""
@@ -482,15 +502,20 @@ class BulkClient:
         """One request through the client's session, rate limit and auth, with one
         re-authentication on 401; the status is not judged here."""
         client = self.client
+        what = f"{method} {describe_url(url, client.base_url)}"
 
         def once() -> requests.Response:
+            client.clock.check(what)
             client.limiter.acquire()
             client.stats.add(requests=1)
             send_headers = {"User-Agent": USER_AGENT, **(headers or {}),
                             **(client.auth.headers() if auth else {})}
-            return client.session.request(method, url, params=params, headers=send_headers,
-                                          data=data, timeout=client.timeout, stream=stream,
-                                          allow_redirects=redirects)
+            started = time.monotonic()
+            r = client.session.request(method, url, params=params, headers=send_headers,
+                                       data=data, timeout=client.timeout, stream=True,
+                                       allow_redirects=redirects)
+            # files stream to disk; every other answer is read whole, within bounds
+            return r if stream else bounded_response(r, client.limits, what, started)
 
         r = once()
         if r.status_code == 401 and auth and client.auth.invalidate():
@@ -536,11 +561,23 @@ class BulkClient:
         """Run ``attempt`` under the client's retry policy and the run's retry budget."""
         return self.client.retrying(attempt, what, sleep=self.sleep)
 
-    def check_origin(self, url: str, what: str) -> None:
-        if _origin(url) != self.origin:
-            raise BulkExportError(
-                f"the export's {what} is on another host ({_origin(url)}); not sending it our "
-                "credentials. Set base_url to the address the server calls itself.")
+    def check_origin(self, url: str, what: str) -> str:
+        """``url`` if it is on the server's own origin (it will get our credentials)."""
+        try:
+            return follow(url, self.client.base_url, what=f"export {what}")
+        except UnsafeUrl as exc:
+            raise BulkExportError(str(exc)) from None
+
+    def check_file_url(self, url: str, *, with_token: bool) -> None:
+        """An output file URL: never a deceptive shape; on our origin when it needs the
+        token (``requiresAccessToken: false`` files may live elsewhere, and get no token)."""
+        if with_token:
+            self.check_origin(url, "output file URL")
+            return
+        try:
+            check_form(url)
+        except UnsafeUrl as exc:
+            raise BulkExportError(f"an export output file URL: {exc}") from None
 
 
 # ------------------------------------------------------------------- helpers
@@ -570,9 +607,3 @@ def _is_transient(outcome: dict) -> bool:
 
 def _colon(text: str) -> str:
     return f": {text}" if text else ""
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"

@@ -3,8 +3,14 @@
 - One ``requests.Session`` for every request of a run (connection reuse; a pool as
   large as the run's concurrency), and a (connect, read) timeout on every request.
 - Searches send ``_count`` and follow ``Bundle.link[next]`` exactly as the server
-  gave it; page URLs are never built here. A next link on another host is refused
-  rather than sent our credentials.
+  gave it; page URLs are never built here. A next link that leaves the base URL's
+  origin, as the HTTP library will connect (``urls.py``), is refused rather than sent
+  our credentials.
+- Every answer is read under the run's bounds (``limits.py``): a deadline per request
+  and per run, a maximum body size, a page bound per search; a search that ends short
+  of its ``Bundle.total`` fails instead of passing as complete.
+- A redirect is reported as one (with where to point ``base_url``), never parsed as a
+  body.
 - Transient failures are retried (``retry.py``); a 401 leads to one re-authentication;
   other errors raise with the server's OperationOutcome text, scrubbed of the ids the
   request carried.
@@ -41,8 +47,15 @@ from connector.fhir.errors import (
     PagingError,
     RetryExhausted,
 )
+from connector.fhir.limits import Limits, RunClock, SearchTally, bounded_response
 from connector.fhir.ratelimit import RateLimiter
-from connector.fhir.redact import describe_url, install_log_redaction, scrub, sensitive_values
+from connector.fhir.redact import (
+    describe_url,
+    install_log_redaction,
+    scrub,
+    scrub_server_text,
+    sensitive_values,
+)
 from connector.fhir.retry import (
     RetryBudget,
     RetryPolicy,
@@ -53,6 +66,7 @@ from connector.fhir.retry import (
     parse_http_date,
     transient_for_response,
 )
+from connector.fhir.urls import UnsafeUrl, describe_origin, follow
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +120,8 @@ def outcome_text(body: Any) -> str:
         details = issue.get("details") if isinstance(issue.get("details"), dict) else {}
         text = issue.get("diagnostics") or details.get("text") or issue.get("code") or ""
         parts.append(f"{issue.get('severity', 'error')}: {text}".strip())
-    return "; ".join(parts)[:1000]
+    # server text can name patients ("NullPointerException at Patient 34a95157")
+    return scrub_server_text("; ".join(parts))[:1000]
 
 
 def to_instant(value: str | None) -> str | None:
@@ -218,7 +233,8 @@ class FhirClient:
                  connect_timeout: float = 10.0, retry: RetryPolicy | None = None,
                  budget: RetryBudget | None = None, rate_limiter: RateLimiter | None = None,
                  page_size: int = 200, strict: bool = True, verify: bool | str = True,
-                 pool_size: int = 4, session: requests.Session | None = None) -> None:
+                 pool_size: int = 4, session: requests.Session | None = None,
+                 limits: Limits | None = None) -> None:
         install_log_redaction()
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
@@ -238,7 +254,8 @@ class FhirClient:
         self.page_size = page_size
         self.strict = strict
         self.stats = ClientStats()
-        self._origin = _origin(self.base_url)
+        self.limits = limits or Limits()
+        self.clock = RunClock(self.limits.run_deadline)
         self._capabilities: Capabilities | None = None
 
     @classmethod
@@ -259,7 +276,8 @@ class FhirClient:
                    budget=RetryBudget(r.budget),
                    rate_limiter=RateLimiter(config.rate_limit, burst=max(1, config.concurrency)),
                    page_size=config.page_size, strict=config.quirks.strict_search,
-                   verify=config.verify_tls, pool_size=config.concurrency, session=session)
+                   verify=config.verify_tls, pool_size=config.concurrency, session=session,
+                   limits=config.limits())
 
     def close(self) -> None:
         self.session.close()
@@ -344,6 +362,8 @@ class FhirClient:
         if status >= 400:
             raise HttpError(f"{what} failed: HTTP {status}{self._detail(r, hidden)}",
                             status=status)
+        if 300 <= status < 400:
+            raise redirect_error(what, r, self.base_url)
         try:
             body = orjson.loads(r.content)
         except orjson.JSONDecodeError:
@@ -364,12 +384,18 @@ class FhirClient:
 
     def _send(self, method: str, url: str, params: Sequence[tuple[str, str]] | None,
               headers: dict[str, str], data: Any) -> requests.Response:
+        """One request, its answer read whole under the request deadline and size limit."""
+        what = f"{method} {describe_url(url, self.base_url)}"
+        self.clock.check(what)
         self.limiter.acquire()
         self.stats.add(requests=1)
         send_headers = {"Accept": FHIR_JSON, "User-Agent": USER_AGENT, **headers,
                         **self.auth.headers()}
-        return self.session.request(method, url, params=params, headers=send_headers,
-                                    data=data, timeout=self.timeout, allow_redirects=False)
+        started = time.monotonic()
+        r = self.session.request(method, url, params=params, headers=send_headers,
+                                 data=data, timeout=self.timeout, allow_redirects=False,
+                                 stream=True)
+        return bounded_response(r, self.limits, what, started)
 
     @staticmethod
     def _detail(r: requests.Response, hidden: list[str]) -> str:
@@ -379,8 +405,8 @@ class FhirClient:
         except (orjson.JSONDecodeError, requests.RequestException):
             pass
         if not text:
-            text = " ".join(r.text[:200].split()) if r.content and "json" not in (
-                r.headers.get("Content-Type") or "") else ""
+            text = scrub_server_text(" ".join(r.text[:200].split())) if r.content and \
+                "json" not in (r.headers.get("Content-Type") or "") else ""
         return f": {scrub(text, hidden)}" if text else ""
 
     # -- capabilities -------------------------------------------------------
@@ -414,7 +440,9 @@ class FhirClient:
         if not any(k == "_count" for k, _ in query):
             query.append(("_count", str(count or self.page_size)))
         headers = self._search_headers()
+        tally = SearchTally(rtype, self.limits.max_pages)
         page = self._page(self.url(rtype), query, headers)
+        tally.add(len(page.resources), page.total)
         yield page
         seen: set[str] = set()
         while page.next_url:
@@ -423,6 +451,7 @@ class FhirClient:
                 raise PagingError(f"{rtype}: the server's next link points back to a page "
                                   "already read")
             seen.add(nxt)
+            tally.check_next()
             try:
                 page = self._page(nxt, None, headers)
             except HttpError as exc:
@@ -430,7 +459,9 @@ class FhirClient:
                     raise PagingError(f"{rtype}: a next page is gone (HTTP {exc.status}); "
                                       "the server's paging expired", status=exc.status) from None
                 raise
+            tally.add(len(page.resources), page.total)
             yield page
+        tally.finish()
 
     def count(self, rtype: str, params: Sequence[tuple[str, str]] = ()) -> int | None:
         """How many resources match (``_summary=count``), or None if the server won't say."""
@@ -464,6 +495,8 @@ class FhirClient:
         """Pages of ``rtype/_history?_since=`` (deletions show as entries without a resource)."""
         page = self._page(self.url(f"{rtype}/_history"),
                           [("_since", since), ("_count", str(self.page_size))], {})
+        tally = SearchTally(f"{rtype}/_history", self.limits.max_pages)
+        tally.add(len(page.bundle.get("entry") or []), page.total)
         yield page
         seen: set[str] = set()
         while page.next_url:
@@ -471,16 +504,16 @@ class FhirClient:
             if nxt in seen:
                 return
             seen.add(nxt)
+            tally.check_next()
             page = self._page(nxt, None, {})
+            tally.add(len(page.bundle.get("entry") or []), page.total)
             yield page
 
     def _check_next(self, next_url: str) -> str:
-        url = urljoin(self.base_url + "/", next_url)
-        if _origin(url) != self._origin:
-            raise PagingError(f"the server's next link goes to another host ({_origin(url)}); "
-                              "not following it with our credentials. Set base_url to the "
-                              "address the server calls itself.")
-        return url
+        try:
+            return follow(next_url, self.base_url, what="next link")
+        except UnsafeUrl as exc:
+            raise UnsafeLink(str(exc)) from None
 
     def _page(self, url: str, params: Sequence[tuple[str, str]] | None,
               headers: dict[str, str]) -> Page:
@@ -518,10 +551,25 @@ def to_page(bundle: dict) -> Page:
                 server_time=to_instant(meta.get("lastUpdated")), next_url=next_url)
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return f"{parts.scheme}://{(parts.hostname or '').lower()}:{port}"
+class UnsafeLink(PagingError):
+    """A next link we will not follow (another origin, or a deceptive shape): reading the
+    search again would meet the same link, so the search fails at once."""
+
+
+def redirect_error(what: str, r: requests.Response, base_url: str) -> HttpError:
+    """A redirect answer as an error that says where to, and what to change.
+
+    Not followed: a bearer token must not ride a redirect, and a server that moved
+    (often to https) should be named by its new address in the site config."""
+    location = r.headers.get("Location") or ""
+    target = urljoin(r.url or base_url, location) if location else ""
+    where = describe_origin(target) if target else "an address it did not give"
+    hint = ""
+    if target and describe_origin(target) != describe_origin(base_url):
+        hint = (f" Set base_url to the server's own address (it redirects to {where}; "
+                f"e.g. {where}{urlsplit(base_url).path}).")
+    return HttpError(f"{what}: the server answered with a redirect (HTTP {r.status_code}) to "
+                     f"{where}; redirects are not followed.{hint}", status=r.status_code)
 
 
 def _parse(instant: str) -> dt.datetime:

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connector.fhir.errors import SiteConfigError
+from connector.fhir.limits import Limits
 
 #: The resource types the study reads, in the order a cohort run fetches them.
 #: Oral drugs (lenalidomide, pomalidomide, selinexor...) mostly come as a request, a dispense
@@ -121,6 +122,11 @@ class SiteConfig:
     timeout: float = 60.0
     connect_timeout: float = 10.0
     overlap_seconds: float = 5.0
+    #: Bounds against a server that never stops (connector.fhir.limits; docs/operations.md)
+    request_deadline: float = 300.0  # seconds for one request, its whole answer included
+    run_deadline: float = 86400.0  # seconds for a whole run
+    max_body_mb: float = 100.0  # largest answer read into memory
+    max_pages: int = 100_000  # pages of one search when the server gives no Bundle.total
     detect_deletes: bool = True
     verify_tls: bool | str = True
     retry: RetryConfig = field(default_factory=RetryConfig)
@@ -155,6 +161,10 @@ class SiteConfig:
             problems.append("max_query_chars must be at least 64")
         if self.rate_limit < 0 or self.timeout <= 0 or self.connect_timeout <= 0:
             problems.append("rate_limit must be >= 0, timeouts > 0")
+        if self.request_deadline <= 0 or self.run_deadline <= 0 or self.max_body_mb <= 0:
+            problems.append("request_deadline, run_deadline and max_body_mb must be > 0")
+        if int(self.max_pages) < 1:
+            problems.append("max_pages must be at least 1")
         if self.overlap_seconds < 0:
             problems.append("overlap_seconds must be >= 0")
         if self.retry.max_attempts < 1 or self.retry.budget < 0:
@@ -166,6 +176,12 @@ class SiteConfig:
             where = f" in {self.path}" if self.path else ""
             raise SiteConfigError(f"site config{where}: " + "; ".join(problems))
         return self
+
+    def limits(self) -> Limits:
+        """The run's bounds (request and run deadlines, body size, pages per search)."""
+        return Limits(request_deadline=float(self.request_deadline),
+                      run_deadline=float(self.run_deadline),
+                      max_body_mb=float(self.max_body_mb), max_pages=int(self.max_pages))
 
 
 def _auth_problems(auth: AuthConfig) -> list[str]:

@@ -115,3 +115,48 @@ def install_log_redaction() -> None:
                  "urllib3.connection", "urllib3.poolmanager"):
         logging.getLogger(name).addFilter(_UrllibFilter())
     _installed = True
+
+
+# ------------------------------------------------------------ server text
+
+#: ``Patient/123``, ``Observation/ob-1/_history/2``: a typed reference, whatever the id.
+_TYPED_REF = re.compile(r"\b([A-Z][A-Za-z]{2,})/([A-Za-z0-9\-.]{1,64})(/_history/[A-Za-z0-9\-.]+)?")
+#: ``Patient 34a95157``, ``Patient id abc-1``, ``Patient: 'x7'``: a type word then an id.
+_TYPED_WORD = re.compile(
+    r"\b(Patient|Person|RelatedPerson|Practitioner|Encounter|Observation|Condition|Procedure|"
+    r"Medication(?:Administration|Request|Statement|Dispense)?|DiagnosticReport|Specimen|"
+    r"Group|Account|Coverage|Claim|Immunization|AllergyIntolerance|CarePlan|Resource)"
+    r"(\s+(?:with\s+)?(?:id|ID|Id)?\s*[:=#]?\s*|\s*[:=#]\s*)(['\"]?)"
+    r"([A-Za-z0-9][A-Za-z0-9\-._]{0,63})\3")
+_EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(\.[\w\-]+)+")
+_TOKEN = re.compile(r"(?<![\w\-.])[A-Za-z0-9][A-Za-z0-9._:\-]*[A-Za-z0-9](?![\w\-])")
+_KEEP_TOKEN = re.compile(r"(HAPI-\d{1,5}|HTTP/\d(\.\d)?|UTF-\d+|[Rr][45]B?|ISO-8859-\d+|"
+                         r"[Hh][Tt][Tt][Pp][Ss]?)")
+
+
+def _id_like(token: str) -> bool:
+    """A token that may be an identifier: an id, MRN, date, UUID; not a word or a status."""
+    if _KEEP_TOKEN.fullmatch(token):
+        return False
+    digits = sum(c.isdigit() for c in token)
+    return digits > 0 and len(token) >= 5
+
+
+def scrub_server_text(text: str) -> str:
+    """Server-written text (OperationOutcome diagnostics, error pages) without anything
+    identifier-shaped: resource ids after a type, e-mail addresses, and every token of five
+    or more characters that has a digit (ids, MRNs, dates, UUIDs). We cannot know which
+    ids the server chose to quote, so everything that looks like one goes; error codes
+    such as ``HAPI-0389`` and HTTP versions stay."""
+    text = _EMAIL.sub("<redacted>", text)
+    text = _TYPED_REF.sub(lambda m: f"{m.group(1)}/<id>", text)
+
+    def typed_word(m: re.Match[str]) -> str:
+        value, between = m.group(4), m.group(2)
+        marked = bool(m.group(3)) or any(c in between for c in ":=#") or "id" in between.lower()
+        if value.isalpha() and not marked:  # "Patient resource", "Resource Observation"
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}{m.group(3)}<id>{m.group(3)}"
+
+    text = _TYPED_WORD.sub(typed_word, text)
+    return _TOKEN.sub(lambda m: "<redacted>" if _id_like(m.group(0)) else m.group(0), text)
