@@ -81,6 +81,9 @@ def validate_all(folder: str, limit: int = 0) -> dict[str, Any]:
 
     modules = {"Patient": "patient", "Observation": "observation", "Procedure": "procedure",
                "MedicationAdministration": "medicationadministration",
+               "MedicationRequest": "medicationrequest",
+               "MedicationDispense": "medicationdispense",
+               "MedicationStatement": "medicationstatement",
                "Medication": "medication"}
     models = {name: getattr(importlib.import_module(f"fhir.resources.R4B.{mod}"), name)
               for name, mod in modules.items()}

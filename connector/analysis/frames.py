@@ -17,20 +17,22 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from connector.analysis.nexttreatment import add_next_treatment_columns
 from connector.analysis.settings import DAYS_PER_MONTH
 
 PATIENT_COLUMNS = [
     "site", "source_id", "patient_key", "in_cohort", "exclusion_reason", "index_product",
     "index_date", "progression_date", "progression_basis", "death_date", "last_contact_date",
-    "birth_year", "sex",
+    "birth_year", "sex", "deceased",
 ]
 PATIENT_DATES = ["index_date", "progression_date", "death_date", "last_contact_date"]
 LINE_COLUMNS = [
     "site", "source_id", "patient_key", "line", "start_date", "end_date", "drugs",
     "therapy_class", "subclass", "best_response", "response_note", "pfs_event_date",
-    "pfs_censor_date",
+    "pfs_censor_date", "ttnt_event_date", "ttnt_censor_date",
 ]
-LINE_DATES = ["start_date", "end_date", "pfs_event_date", "pfs_censor_date"]
+LINE_DATES = ["start_date", "end_date", "pfs_event_date", "pfs_censor_date", "ttnt_event_date",
+              "ttnt_censor_date"]
 KEY = ["site", "source_id"]
 
 RESPONSES = ("sCR", "CR", "VGPR", "PR", "MR", "SD", "PD", "NE")
@@ -67,6 +69,10 @@ def normalize_patients(patients: pd.DataFrame) -> pd.DataFrame:
                 "progression_basis", "sex"):
         frame[col] = _text(frame[col])
     frame["in_cohort"] = frame["in_cohort"].fillna(True).astype(bool)
+    # death known: a date, or the flag alone (Patient.deceasedBoolean without a date)
+    frame["deceased"] = (frame["deceased"].astype(object).map(
+        lambda v: bool(v) if isinstance(v, bool | int | np.bool_) else False)
+        | frame["death_date"].notna()).astype(bool)
     frame["birth_year"] = pd.to_numeric(frame["birth_year"], errors="coerce").astype("Int64")
     return frame.sort_values(KEY, kind="mergesort").reset_index(drop=True)
 
@@ -168,7 +174,10 @@ def _months(delta: pd.Series) -> pd.Series:
 
 
 def _line_view(lines: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
-    frame = lines.merge(patients[[*KEY, "progression_date"]], on=KEY, how="inner")
+    frame = lines.merge(patients[[*KEY, "progression_date", "death_date",
+                                  "last_contact_date"]], on=KEY, how="inner")
+    frame = frame.sort_values([*KEY, "line"], kind="mergesort").reset_index(drop=True)
+    add_next_treatment_columns(frame)
     response = frame["best_response"]
     frame["evaluable"] = response.isin(EVALUABLE)
     frame["responder"] = response.isin(AT_LEAST_PR)
@@ -188,7 +197,7 @@ def _line_view(lines: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
     frame["tce_kind"] = np.where(subclass == "car_t", "car_t",
                                  np.where(subclass.isin(BISPECIFIC_SUBCLASSES), "bispecific", ""))
     frame["pid"] = frame["site"] + "|" + frame["source_id"]
-    frame = frame.drop(columns=["progression_date"])
+    frame = frame.drop(columns=["progression_date", "death_date", "last_contact_date"])
     return frame.sort_values([*KEY, "line"], kind="mergesort").reset_index(drop=True)
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from connector.analysis.describe import describe_cohort, excluded_counts
 from connector.analysis.frames import CohortFrames, cohort_frames
+from connector.analysis.nexttreatment import next_treatment_results, per_site_counts
 from connector.analysis.rates import fisher_between, rate_of, rates_by
 from connector.analysis.settings import AnalysisSettings
 from connector.analysis.survival import (
@@ -45,6 +46,12 @@ DEFINITIONS = {
     "orr_all_treated": "best response >= PR; denominator: every line (NE counted as no response)",
     "first_line": "each patient's lowest-numbered line after progression on BCMA CAR-T",
     "pfs": "line start to first confirmed PD or death; censored at the last assessment",
+    "time_to_next_treatment": "line start to the next line's start, or death when no line "
+                              "follows; censored at last contact",
+    "pfs_switch_as_event": "sensitivity analysis: PFS with the next line's start as an event "
+                           "when no PD or death came first",
+    "deaths_without_date": "death known (Patient.deceasedBoolean) without a date: censored "
+                           "at last contact in OS and TTNT, counted per site",
     "os": "progression after CAR-T to death; censored at last contact",
     "median": "smallest time with Kaplan-Meier estimate <= 0.5; 95% CI from the log(-log) "
               "pointwise band; null when not reached or not estimable",
@@ -242,11 +249,12 @@ def analyze_frames(patients: pd.DataFrame, lines: pd.DataFrame,
         "os_median_months_by_ever_tce": os_core["by_ever_tce"],
         "settings": s.as_dict(),
         "definitions": DEFINITIONS,
-        "cohort": describe_cohort(cf.patients, s.alpha),
+        "cohort": {**describe_cohort(cf.patients, s.alpha), **per_site_counts(cf.patients)},
         "first_line_detail": first_detail,
         "all_lines": _all_lines(cf, s, fits),
         "tce": _tce(cf, s, fits),
         "os": os_detail,
+        **next_treatment_results(cf.lines, s.alpha),
     }
     return Analysis(results=results, patients=cf.patients, lines=cf.lines,
                     all_patients=cf.all_patients, fits=fits, landmark=mark, settings=s)

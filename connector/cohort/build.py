@@ -91,7 +91,8 @@ def _where_site(column, site: str | None):  # noqa: ANN001, ANN202
 def rule_analytes(rules: Rules) -> frozenset[str]:
     """The analytes a rule reads or a unit guard checks; any other lab only dates contact."""
     return frozenset({*RESPONSE_ANALYTES, RATIO, rules.progression.disease_status_analyte,
-                      rules.imwg.ife_analyte, rules.imwg.marrow_analyte, *rules.units})
+                      rules.imwg.ife_analyte, rules.imwg.marrow_analyte,
+                      rules.imwg.urine_ife_analyte, rules.imwg.clonality_analyte, *rules.units})
 
 
 # ------------------------------------------------------------------ reading, streamed
@@ -191,7 +192,8 @@ def _patients(conn: Connection, site: str | None,
     """The patients in (site, source id) order."""
     p = Patient
     return [PatientInfo(*row) for row in conn.execute(
-        select(p.site, p.source_id, p.patient_key, p.birth_year, p.sex, p.death_date)
+        select(p.site, p.source_id, p.patient_key, p.birth_year, p.sex, p.death_date,
+               p.deceased, p.last_record_date)
         .where(_where_site(p.site, site), *_in_bounds(p.site, p.source_id, bounds))
         .order_by(p.site, p.source_id))]
 

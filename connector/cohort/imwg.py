@@ -201,6 +201,17 @@ def _involved_chain(book: LabBook, day: dt.date, kappa: float | None,
 # --------------------------------------------------------------------- progression
 
 
+def readings_until(next_start: dt.date | None) -> dt.date | None:
+    """The exclusive end of the days whose PD readings belong to a period ending at
+    ``next_start`` (the start of the next treatment).
+
+    One rule for both periods, the index CAR-T's and every line's: labs drawn on
+    the day the next treatment starts are drawn before its first dose, so a PD
+    reading that day is progression on the treatment before (issue 15, item 3).
+    """
+    return next_start + dt.timedelta(days=1) if next_start is not None else None
+
+
 def pd_criterion(analyte: str, r: ImwgRules) -> Callable[[float, float], bool]:
     """Whether a value is progression against a nadir, for one analyte."""
     def rises(value: float, nadir: float) -> bool:
@@ -329,7 +340,7 @@ class Assessment:
     undetectable: bool = False
 
 
-def _flc_ratio_normal(book: LabBook, day: dt.date, r: ImwgRules) -> bool:
+def flc_ratio_normal(book: LabBook, day: dt.date, r: ImwgRules) -> bool:
     ratio = dict(book.series(RATIO)).get(day)
     if ratio is None:
         k, lam = dict(book.series(KAPPA)).get(day), dict(book.series(LAMBDA)).get(day)
@@ -355,7 +366,7 @@ def assessments(book: LabBook, base: Baseline, lo: dt.date, hi: dt.date | None,
         out = []
         for day, value in sorted(within(book.dflc_series(base.involved)).items()):
             cat = dflc_category(base.dflc or 0.0, value, r)
-            out.append(Assessment(day, cat, cat == "VGPR" and _flc_ratio_normal(book, day, r)))
+            out.append(Assessment(day, cat, cat == "VGPR" and flc_ratio_normal(book, day, r)))
         return out
     serum = within(book.series(SERUM)) if base.serum_measurable(r) else {}
     urine = within(book.series(URINE)) if base.urine_measurable(r) else {}

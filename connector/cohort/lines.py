@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -20,6 +21,11 @@ from connector.cohort.model import Exposure, Procedure
 from connector.cohort.rules import Rules
 
 CAR_T, TRANSPLANT, DRUGS = "car_t", "transplant", "drugs"
+#: A drug of the line given this recently makes the line "ongoing" for an added drug.
+ADD_TO_ONGOING_DAYS = 28
+#: (line start, day) -> whether the labs show progression on the line before that day;
+#: None when they cannot say (no measurable baseline or no assessment in between).
+Progressed = Callable[[dt.date, dt.date], bool | None]
 
 
 @dataclass
@@ -122,6 +128,27 @@ def _conditioning_for(tx_day: dt.date, exposures: list[Exposure], rules: Rules) 
             and 0 <= (tx_day - e.start).days <= tr.conditioning_max_days_before]
 
 
+def bridging_for(infusion_day: dt.date, members: list[Exposure], exposures: list[Exposure],
+                 procedures: list[Procedure], used: set[int], rules: Rules) -> list[Exposure]:
+    """Bridging: drugs started after the CAR-T apheresis and before the lymphodepletion.
+
+    They belong to the CAR-T's line (IMWG: one planned sequence), whose start and
+    response baseline then come before them (``[car_t] bridging_max_days_after_harvest``).
+    """
+    limit = rules.car_t.bridging_max_days_after_harvest
+    if limit <= 0:
+        return []
+    harvests = [p.date for p in procedures if p.category == "car_t_harvest"
+                and 0 < (infusion_day - p.date).days <= limit]
+    if not harvests:
+        return []
+    harvest = max(harvests)
+    before = min([e.start for e in members] + [infusion_day])
+    car_t = frozenset(rules.car_t.all_classes)
+    return [e for e in exposures if id(e) not in used and e.drug_class not in car_t
+            and harvest <= e.start < before]
+
+
 def _car_t_exposures(inf: Infusion, exposures: list[Exposure], rules: Rules) -> list[Exposure]:
     window = rules.car_t.same_infusion_days
     classes = rules.car_t.all_classes
@@ -140,6 +167,8 @@ def build_units(exposures: list[Exposure], procedures: list[Procedure],
     for inf in sorted(infusions, key=lambda i: i.date):
         free = [e for e in pool if id(e) not in used]
         members = _car_t_exposures(inf, free, rules) + _ld_for(inf.date, free, rules)
+        members += bridging_for(inf.date, members, exposures, procedures, used | {
+            id(e) for e in members}, rules)
         procs = [p for p in procedures if p.category in rules.car_t.infusion_categories
                  and abs((p.date - inf.date).days) <= rules.car_t.same_infusion_days]
         used.update(id(e) for e in members)
@@ -198,8 +227,10 @@ class _Walker:
     """Walks the units in date order and cuts them into lines."""
 
     def __init__(self, units: list[Unit], carried: dict[str, dt.date], rules: Rules,
-                 spanning: list[Exposure] | None = None) -> None:
+                 spanning: list[Exposure] | None = None,
+                 progressed: Progressed | None = None) -> None:
         self.units = units
+        self.progressed = progressed
         self.spanning = list(spanning or [])  # courses running across the boundary
         self.rules = rules
         self.lines: list[Line] = []
@@ -262,7 +293,20 @@ class _Walker:
                 (unit.anchor - cur.transplant_dates[-1]).days <= self.rules.transplant.tandem_days:
             cur.add(unit)
             return
+        if unit.kind == TRANSPLANT and cur is not None and self.induction(cur, unit):
+            cur.add(unit)
+            return
         self.open(unit)
+
+    def induction(self, cur: Line, unit: Unit) -> bool:
+        """Induction + high-dose melphalan + ASCT are one line, when nothing progressed."""
+        tr = self.rules.transplant
+        if tr.induction_max_days <= 0 or cur.transplant_dates or cur.car_t_dates \
+                or self.progressed is None:
+            return False
+        return (unit.date - cur.start).days <= tr.induction_max_days \
+            and (unit.date - cur.last_activity).days <= tr.induction_max_gap_days \
+            and self.progressed(cur.start, unit.date) is False
 
     # -- drug units
 
@@ -288,7 +332,8 @@ class _Walker:
         names = cur._ingredient_set()
         new = [e for e in rest if e.ingredient not in names and self.triggering(e)]
         if not new or (unit.date - cur.start).days <= self.lr.regimen_window_days \
-                or self.late_add(cur, unit, new) or self.maintenance(cur, unit, i):
+                or self.late_add(cur, unit, new) or self.added_without_progression(cur, unit) \
+                or self.maintenance(cur, unit, i):
             cur.add(unit)
             cur.ld_only = cur.ld_only and all(
                 e.ingredient in self.rules.lymphodepletion.ingredients for e in unit.exposures)
@@ -320,6 +365,15 @@ class _Walker:
         classes = cur.classes
         return all(e.drug_class in self.lr.late_add_classes and e.drug_class not in classes
                    for e in new)
+
+    def added_without_progression(self, cur: Line, unit: Unit) -> bool:
+        """A drug added to a line still being given, with labs showing no progression."""
+        days = self.lr.add_without_progression_days
+        if days <= 0 or self.progressed is None or (unit.date - cur.start).days > days:
+            return False
+        if (unit.date - cur.last_activity).days > ADD_TO_ONGOING_DAYS:
+            return False
+        return self.progressed(cur.start, unit.date) is False
 
     def maintenance(self, cur: Line, unit: Unit, i: int) -> bool:
         """A single maintenance drug after a transplant or a multi-drug regimen."""
@@ -380,7 +434,8 @@ def finish(lines: list[Line]) -> list[Line]:
 
 def build_lines(exposures: list[Exposure], procedures: list[Procedure],
                 infusions: list[Infusion], progression: dt.date, rules: Rules,
-                units: list[Unit] | None = None) -> list[Line]:
+                units: list[Unit] | None = None,
+                progressed: Progressed | None = None) -> list[Line]:
     """The lines of therapy that start on or after ``progression``.
 
     Exposures before it (bridging, the index CAR-T's lymphodepletion, earlier
@@ -396,34 +451,4 @@ def build_lines(exposures: list[Exposure], procedures: list[Procedure],
     car_t = frozenset(rules.car_t.all_classes)
     spanning = [e for e in exposures if e.start < progression <= e.last and id(e) not in tagged
                 and e.drug_class not in car_t]
-    return finish(_Walker(after, carried, rules, spanning).run())
-
-
-def first_later_therapy(exposures: list[Exposure], procedures: list[Procedure],
-                        infusions: list[Infusion], index: Infusion, rules: Rules,
-                        units: list[Unit] | None = None) -> dt.date | None:
-    """The start of the first treatment after the index CAR-T (for the fallback).
-
-    Not counted: the index infusion's own records, steroids alone, and drugs
-    that continue without a gap from before the infusion.
-    """
-    if units is None:
-        units = build_units(exposures, procedures, infusions, rules)
-    index_unit_ids = {id(e) for u in units if u.kind == CAR_T and u.anchor == index.date
-                      for e in u.exposures}
-    before = [u for u in units if u.date <= index.date]
-    tagged = {id(e) for u in before if u.kind != DRUGS for e in u.exposures} | index_unit_ids
-    carried = carried_into(index.date + dt.timedelta(days=1), exposures, rules, tagged)
-    gap = rules.lines.gap_days
-    non_trigger = rules.lines.non_trigger_classes
-    for u in units:
-        if u.date <= index.date or (u.kind == CAR_T and u.anchor == index.date):
-            continue
-        if u.kind != DRUGS:
-            return u.date
-        for e in sorted(u.exposures, key=lambda x: x.start):
-            if _continues(e, carried, gap):
-                carried[e.ingredient] = max(carried[e.ingredient], e.last)
-            elif e.drug_class not in non_trigger:
-                return u.date
-    return None
+    return finish(_Walker(after, carried, rules, spanning, progressed).run())

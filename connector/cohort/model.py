@@ -21,6 +21,10 @@ class PatientInfo:
     birth_year: int | None = None
     sex: str | None = None
     death_date: dt.date | None = None
+    #: Patient.deceasedBoolean (or a death date): death is known even when its date is not
+    deceased: bool = False
+    #: the latest day of any resource of the patient, mapped or not (map stage)
+    last_record: dt.date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,9 @@ class LineRecord:
     response_note: str = ""
     pfs_event_date: dt.date | None = None
     pfs_censor_date: dt.date | None = None
+    #: time to next treatment: the next line's start, or death; else censored at last contact
+    ttnt_event_date: dt.date | None = None
+    ttnt_censor_date: dt.date | None = None
 
     @property
     def drugs_text(self) -> str:
@@ -96,6 +103,8 @@ class CohortPatientRecord:
     last_contact_date: dt.date | None = None
     birth_year: int | None = None
     sex: str | None = None
+    #: death known (a date, or Patient.deceasedBoolean without one)
+    deceased: bool = False
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from connector.cohort.imwg import LabBook, baseline_at, first_confirmed_pd
+from connector.cohort.imwg import LabBook, baseline_at, first_confirmed_pd, readings_until
 from connector.cohort.rules import Rules
 
 IMWG_LABS, DISEASE_STATUS, NEW_LINE = "imwg_labs", "disease_status", "new_line_fallback"
@@ -28,7 +28,7 @@ def find_progression(book: LabBook, index_date: dt.date, next_therapy: dt.date |
     is itself the evidence of progression (the new-line fallback).
     """
     base = baseline_at(book, index_date, rules.progression.baseline_lookback_days)
-    day, analyte = first_confirmed_pd(book, base, index_date, _day_after(next_therapy),
+    day, analyte = first_confirmed_pd(book, base, index_date, readings_until(next_therapy),
                                       rules.imwg)
     if day is not None:
         return Progression(day, IMWG_LABS, analyte)
@@ -38,11 +38,6 @@ def find_progression(book: LabBook, index_date: dt.date, next_therapy: dt.date |
     if next_therapy is not None:
         return Progression(next_therapy, NEW_LINE)
     return Progression(None, None)
-
-
-def _day_after(day: dt.date | None) -> dt.date | None:
-    """Labs drawn on the day new treatment starts still count (drawn before the dose)."""
-    return day + dt.timedelta(days=1) if day is not None else None
 
 
 def first_disease_status(book: LabBook, index_date: dt.date, until: dt.date | None,

@@ -7,12 +7,16 @@ from dataclasses import dataclass
 
 from connector.cohort.imwg import (
     RANKS,
+    URINE,
     Assessment,
+    Baseline,
     LabBook,
     assessments,
     baseline_at,
     confirmed_best,
     first_confirmed_pd,
+    flc_ratio_normal,
+    readings_until,
 )
 from connector.cohort.rules import ImwgRules, Rules
 
@@ -30,23 +34,63 @@ def _within(day: dt.date, start: dt.date, next_start: dt.date | None) -> bool:
     return day > start and (next_start is None or day < next_start)
 
 
-def _cr_evidence(book: LabBook, start: dt.date, next_start: dt.date | None,
+def _negative(codes: list[str], negatives: tuple[str, ...]) -> bool:
+    wanted = {n.casefold() for n in negatives}
+    return any(c.casefold() in wanted for c in codes)
+
+
+def _urine_followed(book: LabBook, base: Baseline, start: dt.date,
+                    next_start: dt.date | None) -> bool:
+    return base.urine is not None or any(
+        _within(d, start, next_start) for d, _ in book.series(URINE))
+
+
+def _cr_evidence(book: LabBook, base: Baseline, start: dt.date, next_start: dt.date | None,
                  r: ImwgRules) -> tuple[bool, list[str]]:
-    """Whether the line has a negative IFE and a marrow < 5 %; else what is missing."""
-    ife = [c for d, c in book.codes(r.ife_analyte) if _within(d, start, next_start)]
+    """Whether the line has negative serum (and, when required, urine) immunofixation and
+    a marrow < 5 %; else what is missing (issue 15 item 7: say which criterion)."""
+    def codes(analyte: str) -> list[str]:
+        return [c for d, c in book.codes(analyte) if _within(d, start, next_start)]
+
+    ife, urine_ife = codes(r.ife_analyte), codes(r.urine_ife_analyte)
     marrow = [v for d, v in book.series(r.marrow_analyte) if _within(d, start, next_start)]
-    ife_ok = any(c.casefold() in {n.casefold() for n in r.ife_negative_codes} for c in ife)
-    marrow_ok = any(v < r.cr_marrow_below for v in marrow)
+    need_urine = r.cr_needs_urine_ife == "always" or (
+        r.cr_needs_urine_ife == "if_urine_measured"
+        and _urine_followed(book, base, start, next_start))
+    ok = (_negative(ife, r.ife_negative_codes) and any(v < r.cr_marrow_below for v in marrow)
+          and (not need_urine or _negative(urine_ife, r.ife_negative_codes)))
     missing = []
     if not ife:
         missing.append("no immunofixation")
+    if need_urine and not urine_ife:
+        missing.append("no urine immunofixation")
     if not marrow:
         missing.append("no marrow assessment")
-    return ife_ok and marrow_ok, missing
+    return ok, missing
 
 
-def _categories(found: list[Assessment], cr_ok: bool) -> list[str]:
-    return ["CR" if a.undetectable and cr_ok else a.category for a in found]
+def _categories(found: list[Assessment], cr_ok: bool, scr: set[dt.date] | None = None,
+                ) -> list[str]:
+    """Each assessment's category; CR when M-protein is gone and the line has the CR
+    evidence; sCR on the days ``scr`` lists (normal FLC ratio, no clonal marrow cells)."""
+    scr = scr or set()
+    return [("sCR" if a.day in scr else "CR") if a.undetectable and cr_ok else a.category
+            for a in found]
+
+
+def _scr_days(book: LabBook, found: list[Assessment], start: dt.date,
+              next_start: dt.date | None, r: ImwgRules) -> tuple[set[dt.date], str]:
+    """Days whose CR is also stringent, and why sCR could not be confirmed (or "")."""
+    if not r.derive_scr:
+        return set(), ""
+    clonality = [c for d, c in book.codes(r.clonality_analyte) if _within(d, start, next_start)]
+    normal = {a.day for a in found if a.undetectable and flc_ratio_normal(book, a.day, r)}
+    if not normal:
+        return set(), ""
+    if not _negative(clonality, r.clonality_negative_codes):
+        why = "no marrow clonality assessment" if not clonality else "clonal marrow cells"
+        return set(), why
+    return normal, ""
 
 
 def best_response(book: LabBook, start: dt.date, next_start: dt.date | None,
@@ -68,13 +112,17 @@ def best_response(book: LabBook, start: dt.date, next_start: dt.date | None,
     if len(found) < 2:
         return "NE", "fewer than two assessments"
     usable = [a for a in found if pd_date is None or a.day < pd_date]
-    cr_ok, missing = _cr_evidence(book, start, next_start, r)
-    best = confirmed_best(_categories(usable, cr_ok), r.confirmations)
+    cr_ok, missing = _cr_evidence(book, base, start, next_start, r)
+    scr, scr_missing = _scr_days(book, usable, start, next_start, r) if cr_ok else (set(), "")
+    best = confirmed_best(_categories(usable, cr_ok, scr), r.confirmations)
     if best is not None and RANKS[best] >= RANKS["MR"]:
         note = ""
         if best == "VGPR" and missing and \
                 confirmed_best(_categories(usable, True), r.confirmations) == "CR":
             note = "VGPR or better by labs; CR not determinable: " + ", ".join(missing)
+        elif best == "CR" and scr_missing and confirmed_best(
+                _categories(usable, True, {a.day for a in usable}), r.confirmations) == "sCR":
+            note = "CR; sCR not determinable: " + scr_missing
         return best, note
     if pd_date is not None and len(usable) < max(1, r.confirmations):
         return "PD", ""
@@ -85,13 +133,14 @@ def line_outcome(book: LabBook, start: dt.date, next_start: dt.date | None,
                  death: dt.date | None, rules: Rules) -> LineOutcome:
     """Best response and PFS of the line running from ``start`` to ``next_start``.
 
-    PFS event: the first confirmed PD reading in the line, or death if earlier
-    (death counts only before the next line starts); otherwise censored at the
-    last assessment in the line, or at the start when there is none.
+    PFS event: the first confirmed PD reading in the line (a reading on the day the
+    next line starts included, as for the CAR-T: ``readings_until``), or death if
+    earlier (death counts only before the next line starts); otherwise censored at
+    the last assessment in the line, or at the start when there is none.
     """
     r = rules.imwg
     base = baseline_at(book, start, r.baseline_lookback_days)
-    pd_date, _ = first_confirmed_pd(book, base, start, next_start, r)
+    pd_date, _ = first_confirmed_pd(book, base, start, readings_until(next_start), r)
     best, note = best_response(book, start, next_start, pd_date, rules)
     death_counts = death is not None and death >= start and (
         next_start is None or death < next_start)

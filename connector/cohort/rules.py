@@ -32,6 +32,7 @@ class CarTRules:
     infusion_categories: tuple[str, ...]
     same_infusion_days: int
     productless_is_bcma: bool
+    bridging_max_days_after_harvest: int = 0
 
     @property
     def all_classes(self) -> tuple[str, ...]:
@@ -51,6 +52,8 @@ class TransplantRules:
     conditioning_ingredients: tuple[str, ...]
     conditioning_max_days_before: int
     tandem_days: int
+    induction_max_days: int = 0
+    induction_max_gap_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class LineRules:
     non_trigger_classes: tuple[str, ...]
     late_add_days: int
     late_add_classes: tuple[str, ...]
+    add_without_progression_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class ProgressionRules:
     disease_status_analyte: str
     disease_status_codes: tuple[str, ...]
     baseline_lookback_days: int
+    maintenance_ingredients: tuple[str, ...] = ()
+    maintenance_max_days_after_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,11 @@ class ImwgRules:
     cr_marrow_below: float
     confirmations: int
     baseline_lookback_days: int
+    urine_ife_analyte: str = "urine_ife"
+    cr_needs_urine_ife: str = "if_urine_measured"  # always | if_urine_measured | never
+    derive_scr: bool = False
+    clonality_analyte: str = "marrow_clonality"
+    clonality_negative_codes: tuple[str, ...] = ("negative",)
 
 
 @dataclass(frozen=True)
@@ -228,6 +239,9 @@ def parse_rules(data: dict[str, Any], path: str = "") -> Rules:
         built[name] = _build(cls, data[name], name)
     if built["imwg"].nadir not in ("confirmed", "running_min"):
         raise RulesError("imwg.nadir must be 'confirmed' or 'running_min'")
+    if built["imwg"].cr_needs_urine_ife not in ("always", "if_urine_measured", "never"):
+        raise RulesError("imwg.cr_needs_urine_ife must be 'always', 'if_urine_measured' or "
+                         "'never'")
     return Rules(units=units, classify=classify, path=path, **built)
 
 

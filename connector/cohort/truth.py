@@ -20,8 +20,8 @@ from connector.db.models import CohortPatient, TherapyLine
 ITEMS = ("cohort", "index_date", "progression_date", "n_lines", "line_start", "line_class",
          "best_response")
 #: Compared exactly and reported, but not part of "all items" (the brief's agreement).
-EXTRA = ("index_product", "progression_basis", "death_date", "last_contact_date",
-         "line_end", "line_drugs", "line_pfs")
+EXTRA = ("index_product", "progression_basis", "death_date", "deceased", "last_contact_date",
+         "line_end", "line_drugs", "line_pfs", "line_ttnt")
 
 
 @dataclass
@@ -104,7 +104,8 @@ def _iso(value: Any) -> str | None:
 
 def _check_extra(truth: dict, got: Any, pairs: list) -> dict[str, str]:
     bad: dict[str, str] = {}
-    for item in ("index_product", "progression_basis", "death_date", "last_contact_date"):
+    for item in ("index_product", "progression_basis", "death_date", "deceased",
+                 "last_contact_date"):
         if item in truth and _iso(getattr(got, item)) != truth[item]:
             bad[item] = f"{_iso(getattr(got, item))} vs {truth[item]}"
     ends = [f"{g.line}: {g.end_date} vs {w.get('end_date')}" for g, w in pairs
@@ -115,7 +116,12 @@ def _check_extra(truth: dict, got: Any, pairs: list) -> dict[str, str]:
            f"{w.get('pfs_event_date')}/{w.get('pfs_censor_date')}" for g, w in pairs
            if (_iso(g.pfs_event_date), _iso(g.pfs_censor_date))
            != (w.get("pfs_event_date"), w.get("pfs_censor_date"))]
-    for item, found in (("line_end", ends), ("line_drugs", drugs), ("line_pfs", pfs)):
+    ttnt = [f"{g.line}: {g.ttnt_event_date}/{g.ttnt_censor_date} vs "
+            f"{w.get('ttnt_event_date')}/{w.get('ttnt_censor_date')}" for g, w in pairs
+            if "ttnt_event_date" in w and (_iso(g.ttnt_event_date), _iso(g.ttnt_censor_date))
+            != (w.get("ttnt_event_date"), w.get("ttnt_censor_date"))]
+    for item, found in (("line_end", ends), ("line_drugs", drugs), ("line_pfs", pfs),
+                        ("line_ttnt", ttnt)):
         if found:
             bad[item] = "; ".join(found)
     return bad

@@ -203,6 +203,9 @@ class Patient(SQLModel, table=True):
     death_date: dt.date | None = None
     deceased: bool = False
     version_id: str | None = None
+    #: the latest day of any resource of the patient the map stage read, mapped or not
+    #: (an unmapped drug, a procedure the study ignores...): last contact is not only labs
+    last_record_date: dt.date | None = None
 
 
 class MedicationExposure(SQLModel, table=True):
@@ -298,6 +301,7 @@ class CohortPatient(SQLModel, table=True):
     last_contact_date: dt.date | None = None
     birth_year: int | None = None
     sex: str | None = None
+    deceased: bool = False  # death known: a date, or Patient.deceasedBoolean without one
 
 
 class TherapyLine(SQLModel, table=True):
@@ -320,3 +324,5 @@ class TherapyLine(SQLModel, table=True):
     response_note: str = ""  # e.g. "CR not determinable: no immunofixation"
     pfs_event_date: dt.date | None = None
     pfs_censor_date: dt.date | None = None
+    ttnt_event_date: dt.date | None = None  # next line's start, or death
+    ttnt_censor_date: dt.date | None = None  # last contact when neither

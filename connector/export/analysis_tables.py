@@ -66,17 +66,6 @@ def _time_to_event(start: pd.Series, next_start: pd.Series, death: pd.Series,
     return months.where(valid), event_date.notna().where(valid)
 
 
-def _line_ttnt(lines: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
-    """TTNT of each line: its start to the next line's start or death (events)."""
-    frame = lines.merge(patients[["pid", "death_date", "last_contact_date"]], on="pid",
-                        how="left")
-    frame = frame.sort_values(["pid", "line"], kind="mergesort")
-    next_start = frame.groupby("pid", sort=False)["start_date"].shift(-1)
-    months, event = _time_to_event(frame["start_date"], next_start, frame["death_date"],
-                                   frame["last_contact_date"])
-    return frame.assign(ttnt_months=months, ttnt_event=event)
-
-
 def _patient_ttnt(patients: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
     """TTNT after CAR-T: the index infusion to the first later line's start or death."""
     first_start = lines.groupby("pid")["start_date"].min()
@@ -99,7 +88,9 @@ def analysis_frames(cohort_rows: Iterable[dict[str, Any]],
                      pfs_event=lns["pfs_event"].where(lns["pfs_valid"]),
                      vgpr_or_better=lns["vgpr_plus"], cr_or_better=lns["cr_plus"],
                      tce_kind=lns["tce_kind"].replace("", None))
-    lns = _line_ttnt(lns, pats)
+    # line TTNT as derived (therapy_line.ttnt_*; connector/analysis/nexttreatment.py)
+    lns = lns.assign(ttnt_months=lns["ttnt_months"].where(lns["ttnt_valid"]),
+                     ttnt_event=lns["ttnt_event"].where(lns["ttnt_valid"]))
     pats = _patient_ttnt(pats, lns)
     first = lns[lns["is_first"]].set_index("pid")
     for col in ("therapy_class", "subclass", "best_response", "responder"):

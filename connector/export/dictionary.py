@@ -40,6 +40,8 @@ _DERIVED_PATIENT: dict[str, tuple[str, str]] = {
     "progression_basis": ("", "how progression was found: imwg_labs, disease_status or "
                               "new_line_fallback"),
     "death_date": ("date", "date of death; empty when alive or unknown"),
+    "deceased": ("", "true when death is known: a death date, or deceasedBoolean without "
+                     "one (then OS is censored at last contact)"),
     "last_contact_date": ("date", "last dated contact (OS censoring date)"),
     "birth_year": ("year", "year of birth"),
     "sex": ("", "FHIR administrative gender"),
@@ -61,6 +63,9 @@ _LINE: dict[str, tuple[str, str]] = {
                           "immunofixation' (generated text)"),
     "pfs_event_date": ("date", "first confirmed PD or death in the line; empty if none"),
     "pfs_censor_date": ("date", "last assessment, when there is no PFS event"),
+    "ttnt_event_date": ("date", "time to next treatment event: the next line's start, or "
+                                "death after the last line; empty if none"),
+    "ttnt_censor_date": ("date", "last contact, when there is no TTNT event"),
 }
 
 ENTRIES: dict[str, dict[str, tuple[str, str]]] = {
@@ -70,6 +75,8 @@ ENTRIES: dict[str, dict[str, tuple[str, str]]] = {
         "death_date": ("date", "deceasedDateTime of the Patient resource"),
         "deceased": ("", "true when the Patient resource says deceased (with or without "
                          "a date)"),
+        "last_record_date": ("date", "latest date of any resource of the patient, mapped "
+                                     "or not (part of the last contact)"),
     },
     "medication_exposure": {
         "site": SITE, "patient_key": KEY,

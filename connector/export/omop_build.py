@@ -17,14 +17,15 @@
 ``*_source_value`` is always filled: the source code when the row has one, else the
 study value (ingredient, category, analyte); ``person_source_value`` is the patient
 key (never a source id). Ids are assigned in a fixed order, so the same database gives
-the same ids.
+the same ids. The large tables (drug_exposure, procedure_occurrence, measurement) are
+built and written chunk by chunk as they are read, so memory does not grow with them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,32 +35,15 @@ from connector.export.omop_concepts import ConceptMap
 from connector.export.omop_ddl import TABLES, arrow_schema
 
 EHR = ("type", "ehr")
+Chunks = Iterable[list[dict[str, Any]]]
 
 
-@dataclass
-class OmopBuild:
-    """The CDM rows by table, the rows with concept 0, and what was left out and why."""
-
-    rows: dict[str, list[dict[str, Any]]] = field(
-        default_factory=lambda: {name: [] for name in TABLES})
-    zero: Counter = field(default_factory=Counter)  # (table, column, source value) -> rows
-    zero_rows: Counter = field(default_factory=Counter)  # table -> rows with any concept 0
-    left_out: Counter = field(default_factory=Counter)
-
-    def add(self, table: str, row: dict[str, Any], concepts: dict[str, str]) -> None:
-        """Append a row; ``concepts`` names each concept column's source value."""
-        zero = [column for column in concepts if row.get(column) == 0]
-        for column in zero:
-            self.zero[(table, column, concepts[column])] += 1
-        if zero:
-            self.zero_rows[table] += 1
-        self.rows[table].append(row)
-
-    def tables(self) -> dict[str, pa.Table]:
-        return {name: _to_arrow(name, rows) for name, rows in self.rows.items()}
+def _person_key(row: dict[str, Any], column: str = "patient_source_id") -> tuple[str, str]:
+    return str(row["site"]), str(row[column])
 
 
-def _to_arrow(name: str, rows: list[dict[str, Any]]) -> pa.Table:
+def to_arrow(name: str, rows: list[dict[str, Any]]) -> pa.Table:
+    """CDM rows as an Arrow table of the table's schema; text cut at its varchar(n)."""
     columns = TABLES[name]
     arrays = []
     for col in columns:
@@ -70,191 +54,226 @@ def _to_arrow(name: str, rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=arrow_schema(name))
 
 
-def _person_key(row: dict[str, Any], column: str = "patient_source_id") -> tuple[str, str]:
-    return str(row["site"]), str(row[column])
+@dataclass
+class OmopBuild:
+    """Builds the CDM rows table by table, counting concept-0 rows and what is left out.
 
+    Call ``persons`` first (ids), then the event tables (each a generator of Arrow
+    batches, one per chunk read), then ``deaths``, ``episodes`` and ``periods``; rows of
+    the small tables wait in ``rows`` until ``drain``.
+    """
 
-def build_omop(data: dict[str, Iterable[dict[str, Any]]], concepts: ConceptMap) -> OmopBuild:
-    """CDM rows from the pseudonymized tables in ``data`` (rows as merge writes them)."""
-    out = OmopBuild()
-    tables = {name: list(rows) for name, rows in data.items()}
-    person_ids = _persons(tables["patient"], concepts, out)
-    span: dict[int, list[dt.date]] = defaultdict(list)
-    exposures = _drugs(tables["medication_exposure"], person_ids, concepts, out, span)
-    procedures = _procedures(tables["procedure_event"], person_ids, concepts, out, span)
-    _measurements(tables["lab_result"], person_ids, concepts, out, span)
-    _deaths(tables["patient"], tables["cohort_patient"], person_ids, concepts, out, span)
-    _episodes(tables["cohort_patient"], tables["therapy_line"], person_ids, concepts, out,
-              exposures, procedures, span)
-    for pid, dates in sorted(span.items()):
-        out.rows["observation_period"].append({
-            "observation_period_id": pid, "person_id": pid,
-            "observation_period_start_date": min(dates),
-            "observation_period_end_date": max(dates),
-            "period_type_concept_id": concepts.id(*EHR)})
-    return out
+    concepts: ConceptMap
+    rows: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {name: [] for name in TABLES})
+    zero: Counter = field(default_factory=Counter)  # (table, column, source value) -> rows
+    zero_rows: Counter = field(default_factory=Counter)  # table -> rows with any concept 0
+    left_out: Counter = field(default_factory=Counter)
+    ids: dict[tuple[str, str], int] = field(default_factory=dict)  # (site, key) -> person_id
+    _next: Counter = field(default_factory=Counter)
+    _span: dict[int, list[dt.date]] = field(default_factory=dict)  # person -> [first, last]
+    _drugs: dict[int, list[tuple]] = field(default_factory=lambda: defaultdict(list))
+    _procs: dict[int, list[tuple]] = field(default_factory=lambda: defaultdict(list))
 
+    # ------------------------------------------------------------------ plumbing
 
-def _persons(patients: list[dict[str, Any]], concepts: ConceptMap,
-             out: OmopBuild) -> dict[tuple[str, str], int]:
-    ids: dict[tuple[str, str], int] = {}
-    for row in sorted(patients, key=lambda r: (r["site"], r["source_id"])):
-        if row.get("birth_year") is None:
-            out.left_out["person without year of birth (required by the CDM)"] += 1
-            continue
-        pid = len(ids) + 1
-        ids[_person_key(row, "source_id")] = pid
-        sex = (row.get("sex") or "unknown").lower()
-        out.add("person", {
-            "person_id": pid, "gender_concept_id": concepts.id("gender", sex),
-            "year_of_birth": int(row["birth_year"]), "race_concept_id": 0,
-            "ethnicity_concept_id": 0, "person_source_value": row["source_id"],
-            "gender_source_value": row.get("sex") or ""},
-            {"gender_concept_id": sex, "race_concept_id": "(not recorded)",
-             "ethnicity_concept_id": "(not recorded)"})
-    return ids
+    def add(self, table: str, row: dict[str, Any], concepts: dict[str, str]) -> None:
+        """Keep a row; ``concepts`` names each concept column's source value."""
+        zero = [column for column in concepts if row.get(column) == 0]
+        for column in zero:
+            self.zero[(table, column, concepts[column])] += 1
+        if zero:
+            self.zero_rows[table] += 1
+        self.rows[table].append(row)
 
+    def new_id(self, table: str) -> int:
+        self._next[table] += 1
+        return self._next[table]
 
-def _drugs(rows: list[dict[str, Any]], ids: dict[tuple[str, str], int], concepts: ConceptMap,
-           out: OmopBuild, span: dict[int, list[dt.date]]) -> dict[int, list[tuple]]:
-    """drug_exposure rows; returns person → [(exposure id, ingredient, start)]."""
-    by_person: dict[int, list[tuple]] = defaultdict(list)
-    for row in rows:
-        pid = ids.get(_person_key(row))
+    def drain(self, table: str) -> pa.RecordBatch:
+        """The rows kept for ``table`` as one batch, and forget them."""
+        rows, self.rows[table] = self.rows[table], []
+        return to_arrow(table, rows).combine_chunks().to_batches()[0] if rows else \
+            pa.RecordBatch.from_pylist([], schema=arrow_schema(table))
+
+    def seen(self, pid: int, *dates: dt.date | None) -> None:
+        """Widen the person's observed span."""
+        for date in dates:
+            if date is None:
+                continue
+            span = self._span.setdefault(pid, [date, date])
+            span[0], span[1] = min(span[0], date), max(span[1], date)
+
+    def _stream(self, table: str, chunks: Chunks, convert: Any) -> Iterator[pa.RecordBatch]:
+        for chunk in chunks:
+            for row in chunk:
+                convert(row)
+            if self.rows[table]:
+                yield self.drain(table)
+
+    def _person(self, row: dict[str, Any], what: str) -> int | None:
+        pid = self.ids.get(_person_key(row))
         if pid is None:
-            out.left_out["drug_exposure of a person left out"] += 1
-            continue
-        eid = len(out.rows["drug_exposure"]) + 1
+            self.left_out[f"{what} of a person left out"] += 1
+        return pid
+
+    # -------------------------------------------------------------------- tables
+
+    def persons(self, patients: list[dict[str, Any]]) -> None:
+        c = self.concepts
+        for row in sorted(patients, key=lambda r: (r["site"], r["source_id"])):
+            if row.get("birth_year") is None:
+                self.left_out["person without year of birth (required by the CDM)"] += 1
+                continue
+            pid = self.new_id("person")
+            self.ids[_person_key(row, "source_id")] = pid
+            sex = (row.get("sex") or "unknown").lower()
+            self.add("person", {
+                "person_id": pid, "gender_concept_id": c.id("gender", sex),
+                "year_of_birth": int(row["birth_year"]), "race_concept_id": 0,
+                "ethnicity_concept_id": 0, "person_source_value": row["source_id"],
+                "gender_source_value": row.get("sex") or ""},
+                {"gender_concept_id": sex, "race_concept_id": "(not recorded)",
+                 "ethnicity_concept_id": "(not recorded)"})
+
+    def drugs(self, chunks: Chunks) -> Iterator[pa.RecordBatch]:
+        return self._stream("drug_exposure", chunks, self._drug)
+
+    def _drug(self, row: dict[str, Any]) -> None:
+        pid = self._person(row, "drug_exposure")
+        if pid is None:
+            return
+        eid = self.new_id("drug_exposure")
         end = row.get("end_date") or row["start_date"]
-        out.add("drug_exposure", {
+        self.add("drug_exposure", {
             "drug_exposure_id": eid, "person_id": pid,
-            "drug_concept_id": concepts.id("drug", row["ingredient"]),
+            "drug_concept_id": self.concepts.id("drug", row["ingredient"]),
             "drug_exposure_start_date": row["start_date"], "drug_exposure_end_date": end,
             "verbatim_end_date": row.get("end_date"),
-            "drug_type_concept_id": concepts.id(*EHR),
+            "drug_type_concept_id": self.concepts.id(*EHR),
             "drug_source_value": row.get("code") or row["ingredient"]},
             {"drug_concept_id": row["ingredient"]})
-        by_person[pid].append((eid, row["ingredient"], row["start_date"]))
-        span[pid] += [row["start_date"], end]
-    return by_person
+        self._drugs[pid].append((eid, row["ingredient"], row["start_date"]))
+        self.seen(pid, row["start_date"], end)
 
+    def procedures(self, chunks: Chunks) -> Iterator[pa.RecordBatch]:
+        return self._stream("procedure_occurrence", chunks, self._procedure)
 
-def _procedures(rows: list[dict[str, Any]], ids: dict[tuple[str, str], int],
-                concepts: ConceptMap, out: OmopBuild,
-                span: dict[int, list[dt.date]]) -> dict[int, list[tuple]]:
-    by_person: dict[int, list[tuple]] = defaultdict(list)
-    for row in rows:
-        pid = ids.get(_person_key(row))
+    def _procedure(self, row: dict[str, Any]) -> None:
+        pid = self._person(row, "procedure")
         if pid is None:
-            out.left_out["procedure of a person left out"] += 1
-            continue
-        oid = len(out.rows["procedure_occurrence"]) + 1
-        out.add("procedure_occurrence", {
+            return
+        oid = self.new_id("procedure_occurrence")
+        self.add("procedure_occurrence", {
             "procedure_occurrence_id": oid, "person_id": pid,
-            "procedure_concept_id": concepts.id("procedure", row["category"]),
+            "procedure_concept_id": self.concepts.id("procedure", row["category"]),
             "procedure_date": row["performed_date"], "procedure_end_date": row.get("end_date"),
-            "procedure_type_concept_id": concepts.id(*EHR),
+            "procedure_type_concept_id": self.concepts.id(*EHR),
             "procedure_source_value": row.get("code") or row["category"]},
             {"procedure_concept_id": row["category"]})
-        by_person[pid].append((oid, row["category"], row["performed_date"]))
-        span[pid] += [d for d in (row["performed_date"], row.get("end_date")) if d]
-    return by_person
+        self._procs[pid].append((oid, row["category"], row["performed_date"]))
+        self.seen(pid, row["performed_date"], row.get("end_date"))
 
+    def measurements(self, chunks: Chunks) -> Iterator[pa.RecordBatch]:
+        return self._stream("measurement", chunks, self._measurement)
 
-def _measurements(rows: list[dict[str, Any]], ids: dict[tuple[str, str], int],
-                  concepts: ConceptMap, out: OmopBuild,
-                  span: dict[int, list[dt.date]]) -> None:
-    for row in rows:
-        pid = ids.get(_person_key(row))
+    def _measurement(self, row: dict[str, Any]) -> None:
+        pid = self._person(row, "measurement")
         if pid is None:
-            out.left_out["measurement of a person left out"] += 1
-            continue
+            return
+        c = self.concepts
         unit, coded = row.get("unit"), row.get("value_code")
-        record = {
-            "measurement_id": len(out.rows["measurement"]) + 1, "person_id": pid,
-            "measurement_concept_id": concepts.id("measurement", row["analyte"]),
-            "measurement_date": row["effective_date"],
-            "measurement_type_concept_id": concepts.id(*EHR),
-            "value_as_number": row.get("value"),
-            "unit_concept_id": concepts.id("unit", unit) if unit else None,
-            "value_as_concept_id": concepts.id("value", coded) if coded else None,
-            "measurement_source_value": concepts.code("measurement", row["analyte"])
-            or row["analyte"],
-            "unit_source_value": unit, "value_source_value": coded}
         named = {"measurement_concept_id": row["analyte"]}
         if unit:
             named["unit_concept_id"] = unit
         if coded:
             named["value_as_concept_id"] = coded
-        out.add("measurement", record, named)
-        span[pid].append(row["effective_date"])
+        self.add("measurement", {
+            "measurement_id": self.new_id("measurement"), "person_id": pid,
+            "measurement_concept_id": c.id("measurement", row["analyte"]),
+            "measurement_date": row["effective_date"],
+            "measurement_type_concept_id": c.id(*EHR), "value_as_number": row.get("value"),
+            "unit_concept_id": c.id("unit", unit) if unit else None,
+            "value_as_concept_id": c.id("value", coded) if coded else None,
+            "measurement_source_value": c.code("measurement", row["analyte"]) or row["analyte"],
+            "unit_source_value": unit, "value_source_value": coded}, named)
+        self.seen(pid, row["effective_date"])
 
+    def deaths(self, patients: list[dict[str, Any]], cohort: list[dict[str, Any]]) -> None:
+        dates = {_person_key(r, "source_id"): r["death_date"] for r in cohort
+                 if r.get("death_date")}
+        dates.update({_person_key(r, "source_id"): r["death_date"] for r in patients
+                      if r.get("death_date")})
+        for key, date in sorted(dates.items()):
+            pid = self.ids.get(key)
+            if pid is None:
+                continue
+            self.add("death", {"person_id": pid, "death_date": date,
+                               "death_type_concept_id": self.concepts.id(*EHR)}, {})
+            self.seen(pid, date)
 
-def _deaths(patients: list[dict[str, Any]], cohort: list[dict[str, Any]],
-            ids: dict[tuple[str, str], int], concepts: ConceptMap, out: OmopBuild,
-            span: dict[int, list[dt.date]]) -> None:
-    dates = {_person_key(r, "source_id"): r["death_date"] for r in cohort if r.get("death_date")}
-    dates.update({_person_key(r, "source_id"): r["death_date"] for r in patients
-                  if r.get("death_date")})
-    for key, date in sorted(dates.items()):
-        pid = ids.get(key)
-        if pid is None:
-            continue
-        out.add("death", {"person_id": pid, "death_date": date,
-                          "death_type_concept_id": concepts.id(*EHR)}, {})
-        span[pid].append(date)
+    def episodes(self, cohort: list[dict[str, Any]], lines: list[dict[str, Any]]) -> None:
+        """A disease episode per cohort patient, a treatment-regimen episode per line."""
+        lines_of: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for line in lines:
+            lines_of[_person_key(line, "source_id")].append(line)
+        for row in sorted(cohort, key=lambda r: (r["site"], r["source_id"])):
+            key = _person_key(row, "source_id")
+            pid = self.ids.get(key)
+            if not row.get("in_cohort") or pid is None or row.get("progression_date") is None:
+                continue
+            disease_id = self._disease(pid, row)
+            for line in sorted(lines_of[key], key=lambda r: r["line"]):
+                self._regimen(pid, disease_id, line)
 
-
-def _episodes(cohort: list[dict[str, Any]], lines: list[dict[str, Any]],
-              ids: dict[tuple[str, str], int], concepts: ConceptMap, out: OmopBuild,
-              exposures: dict[int, list[tuple]], procedures: dict[int, list[tuple]],
-              span: dict[int, list[dt.date]]) -> None:
-    lines_of: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for line in lines:
-        lines_of[_person_key(line, "source_id")].append(line)
-    field_drug = concepts.id("episode_event_field", "drug_exposure")
-    field_proc = concepts.id("episode_event_field", "procedure_occurrence")
-    for row in sorted(cohort, key=lambda r: (r["site"], r["source_id"])):
-        key = _person_key(row, "source_id")
-        pid = ids.get(key)
-        if not row.get("in_cohort") or pid is None or row.get("progression_date") is None:
-            continue
-        disease_id = len(out.rows["episode"]) + 1
-        out.add("episode", {
-            "episode_id": disease_id, "person_id": pid,
-            "episode_concept_id": concepts.id("episode", "disease_progression"),
+    def _disease(self, pid: int, row: dict[str, Any]) -> int:
+        c = self.concepts
+        episode_id = self.new_id("episode")
+        self.add("episode", {
+            "episode_id": episode_id, "person_id": pid,
+            "episode_concept_id": c.id("episode", "disease_progression"),
             "episode_start_date": row["progression_date"],
-            "episode_object_concept_id": concepts.id("episode_object", "multiple_myeloma"),
-            "episode_type_concept_id": concepts.id(*EHR),
+            "episode_object_concept_id": c.id("episode_object", "multiple_myeloma"),
+            "episode_type_concept_id": c.id(*EHR),
             "episode_source_value": f"progression after BCMA CAR-T: "
                                     f"{row.get('progression_basis') or ''}"},
             {"episode_concept_id": "disease_progression",
              "episode_object_concept_id": "multiple_myeloma"})
-        span[pid] += [d for d in (row.get("index_date"), row["progression_date"],
-                                  row.get("last_contact_date")) if d]
-        for line in sorted(lines_of[key], key=lambda r: r["line"]):
-            regimen_id = len(out.rows["episode"]) + 1
-            out.add("episode", {
-                "episode_id": regimen_id, "person_id": pid,
-                "episode_concept_id": concepts.id("episode", "treatment_regimen"),
-                "episode_start_date": line["start_date"], "episode_end_date": line.get("end_date"),
-                "episode_parent_id": disease_id, "episode_number": int(line["line"]),
-                "episode_object_concept_id": 0, "episode_type_concept_id": concepts.id(*EHR),
-                "episode_source_value": line["drugs"]},
-                {"episode_concept_id": "treatment_regimen",
-                 "episode_object_concept_id": f"regimen: {line['drugs']}"})
-            last = line.get("end_date") or line["start_date"]
-            drugs = set(line["drugs"].split(";"))
-            for eid, ingredient, start in exposures.get(pid, []):
-                if ingredient in drugs and line["start_date"] <= start <= last:
-                    _event(out, regimen_id, eid, field_drug, "drug_exposure")
-            for oid, _category, date in procedures.get(pid, []):
-                if line["start_date"] <= date <= last:
-                    _event(out, regimen_id, oid, field_proc, "procedure_occurrence")
+        self.seen(pid, row.get("index_date"), row["progression_date"],
+                  row.get("last_contact_date"))
+        return episode_id
 
+    def _regimen(self, pid: int, disease_id: int, line: dict[str, Any]) -> None:
+        c = self.concepts
+        episode_id = self.new_id("episode")
+        self.add("episode", {
+            "episode_id": episode_id, "person_id": pid,
+            "episode_concept_id": c.id("episode", "treatment_regimen"),
+            "episode_start_date": line["start_date"], "episode_end_date": line.get("end_date"),
+            "episode_parent_id": disease_id, "episode_number": int(line["line"]),
+            "episode_object_concept_id": 0, "episode_type_concept_id": c.id(*EHR),
+            "episode_source_value": line["drugs"]},
+            {"episode_concept_id": "treatment_regimen",
+             "episode_object_concept_id": f"regimen: {line['drugs']}"})
+        first, last = line["start_date"], line.get("end_date") or line["start_date"]
+        drugs = set(line["drugs"].split(";"))
+        for eid, ingredient, start in self._drugs.get(pid, []):
+            if ingredient in drugs and first <= start <= last:
+                self._event(episode_id, eid, "drug_exposure")
+        for oid, _category, date in self._procs.get(pid, []):
+            if first <= date <= last:
+                self._event(episode_id, oid, "procedure_occurrence")
 
-def _event(out: OmopBuild, episode_id: int, event_id: int, field_concept: int,
-           table: str) -> None:
-    out.add("episode_event", {"episode_id": episode_id, "event_id": event_id,
-                              "episode_event_field_concept_id": field_concept},
+    def _event(self, episode_id: int, event_id: int, table: str) -> None:
+        self.add("episode_event", {
+            "episode_id": episode_id, "event_id": event_id,
+            "episode_event_field_concept_id": self.concepts.id("episode_event_field", table)},
             {"episode_event_field_concept_id": f"{table} field"})
+
+    def periods(self) -> None:
+        """One observation period per person: the first to the last date seen."""
+        for pid, (first, last) in sorted(self._span.items()):
+            self.add("observation_period", {
+                "observation_period_id": pid, "person_id": pid,
+                "observation_period_start_date": first, "observation_period_end_date": last,
+                "period_type_concept_id": self.concepts.id(*EHR)}, {})

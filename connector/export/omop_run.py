@@ -9,7 +9,7 @@ as 0 with its source value (``omop_concept_zero.csv``, and in the summary).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,12 @@ import pyarrow as pa
 
 from connector.export.base import ExportWriter
 from connector.export.files import CsvWriter
-from connector.export.omop_build import OmopBuild, build_omop
+from connector.export.omop_build import OmopBuild
 from connector.export.omop_concepts import load_concepts
-from connector.export.omop_ddl import TABLES
+from connector.export.omop_ddl import TABLES, arrow_schema
 from connector.export.omop_postgres import PostgresWriter
 from connector.export.run import ExportSummary
-from connector.export.source import SOURCE_TABLES, open_source
+from connector.export.source import ExportSource, open_source
 from connector.progress import Progress
 
 ZERO_FILE = "omop_concept_zero.csv"
@@ -53,36 +53,57 @@ def export_omop(engine: Any, *, out: Path | None = None, into: Any = None,
     concepts = load_concepts()
     with open_source(engine, sites=sites, secret=secret, date_shift_days=date_shift_days,
                      allow_unkeyed=allow_unkeyed) as source:
-        data = {name: [row for chunk in source.rows(name) for row in chunk]
-                for name in SOURCE_TABLES}
         plans = source.plans
-    build = build_omop(data, concepts)
-    tables = build.tables()
-    writer: ExportWriter = PostgresWriter(into) if into is not None else CsvWriter(out)
-    report = CsvWriter(out) if (into is not None and out is not None) else None
-    summary = ExportSummary(format="omop", out=str(out or ""), sites=[p.site for p in plans],
-                            keyed=all(p.key_fingerprint is not None for p in plans),
-                            date_shift_days=max((p.date_shift_days for p in plans), default=0))
-    try:
-        with progress.task("omop", total=len(TABLES)) as advance:
-            for name in TABLES:
-                summary.rows[name] = writer.write_table(name, tables[name].schema,
-                                                        tables[name].to_batches())
-                advance(1)
-        files = report or writer
-        if isinstance(files, CsvWriter):
-            zero = zero_table(build)
-            files.write_table(ZERO_FILE.removesuffix(".csv"), zero.schema, zero.to_batches())
-            files.write_extra("manifest.json", _manifest(summary, build))
-        summary.files = writer.commit() + (report.commit() if report else [])
-    except BaseException:
-        writer.abort()
-        if report:
-            report.abort()
-        raise
+        summary = ExportSummary(
+            format="omop", out=str(out or ""), sites=[p.site for p in plans],
+            keyed=all(p.key_fingerprint is not None for p in plans),
+            date_shift_days=max((p.date_shift_days for p in plans), default=0))
+        writer: ExportWriter = PostgresWriter(into) if into is not None else CsvWriter(out)
+        report = CsvWriter(out) if (into is not None and out is not None) else None
+        try:
+            build = _write_all(source, OmopBuild(concepts), writer, summary, progress)
+            files = report or writer
+            if isinstance(files, CsvWriter):
+                zero = zero_table(build)
+                files.write_table(ZERO_FILE.removesuffix(".csv"), zero.schema,
+                                  zero.to_batches())
+                files.write_extra("manifest.json", _manifest(summary, build))
+            summary.files = writer.commit() + (report.commit() if report else [])
+        except BaseException:
+            writer.abort()
+            if report:
+                report.abort()
+            raise
     summary.zero_rows = dict(sorted(build.zero_rows.items()))
     summary.left_out = dict(sorted(build.left_out.items()))
     return summary
+
+
+def _write_all(source: ExportSource, build: OmopBuild, writer: ExportWriter,
+               summary: ExportSummary, progress: Progress) -> OmopBuild:
+    """Every CDM table in dependency order; the large ones streamed chunk by chunk."""
+    small = {name: [row for chunk in source.rows(name) for row in chunk]
+             for name in ("patient", "cohort_patient", "therapy_line")}
+
+    def write(name: str, batches: Iterable[pa.RecordBatch]) -> None:
+        summary.rows[name] = writer.write_table(name, arrow_schema(name), batches)
+        advance(1)
+
+    with progress.task("omop", total=len(TABLES)) as advance:
+        build.persons(small["patient"])
+        write("person", [build.drain("person")])
+        write("drug_exposure", build.drugs(source.rows("medication_exposure")))
+        write("procedure_occurrence", build.procedures(source.rows("procedure_event")))
+        write("measurement", build.measurements(source.rows("lab_result")))
+        build.deaths(small["patient"], small["cohort_patient"])
+        write("death", [build.drain("death")])
+        build.episodes(small["cohort_patient"], small["therapy_line"])
+        write("episode", [build.drain("episode")])
+        write("episode_event", [build.drain("episode_event")])
+        build.periods()
+        write("observation_period", [build.drain("observation_period")])
+    summary.rows = {name: summary.rows[name] for name in TABLES}
+    return build
 
 
 def _manifest(summary: ExportSummary, build: OmopBuild) -> str:

@@ -65,7 +65,7 @@ from connector.fhir.bulk import (
     PollPolicy,
 )
 from connector.fhir.client import FhirClient, outcome_text, to_instant
-from connector.fhir.config import SiteConfig, site_config_for_run
+from connector.fhir.config import MEDICATION_USERS, SiteConfig, site_config_for_run
 from connector.fhir.errors import FhirSourceError, SiteConfigError
 from connector.progress import Progress
 
@@ -689,13 +689,14 @@ _MEDICATION_REF = re.compile(r"(?:^|/)Medication/([A-Za-z0-9\-.]{1,64})(?:/_hist
 
 
 def referenced_medications(engine: Engine, site: str, base_url: str) -> set[str]:
-    """Ids of same-server Medications referenced by the site's stored administrations."""
+    """Ids of same-server Medications referenced by the site's stored administrations,
+    requests, dispenses and statements."""
     found: set[str] = set()
     with engine.connect() as conn:
         rows = conn.execution_options(yield_per=1000).execute(
             select(RawResource.body).where(
                 RawResource.site == site, RawResource.deleted.is_(False),
-                RawResource.resource_type == "MedicationAdministration"))
+                RawResource.resource_type.in_(MEDICATION_USERS)))
         for (body,) in rows:
             ref = (orjson.loads(body).get("medicationReference") or {})
             text = ref.get("reference") if isinstance(ref, dict) else None

@@ -64,6 +64,7 @@ from connector.fhir.client import (
     to_instant,
 )
 from connector.fhir.config import (
+    MEDICATION_USERS,
     PATIENT_TYPES,
     SiteConfig,
     site_config_for_run,
@@ -353,7 +354,7 @@ class RemoteExtraction:
             t: [] for t in self.config.resource_types}
         if self.config.scope != "all":
             wanted = (quirks.patient_param,) if quirks.patient_param else ("patient", "subject")
-            for rtype in ("MedicationAdministration", "Procedure", "Observation"):
+            for rtype in PATIENT_TYPES[1:]:
                 if rtype in needs:
                     needs[rtype].append((wanted, "for patient-scoped searches"))
             if "Observation" in needs and quirks.observation_categories:
@@ -364,9 +365,8 @@ class RemoteExtraction:
         caps.require(self.config.base_url, needs)
         if quirks.patient_param:
             self.patient_param = quirks.patient_param
-        elif not all(caps.has_param(t, "patient") for t in
-                     ("MedicationAdministration", "Procedure", "Observation")
-                     if t in caps.types):
+        elif not all(caps.has_param(t, "patient") for t in PATIENT_TYPES[1:]
+                     if t in caps.types and t in self.config.resource_types):
             self.patient_param = "subject"
         if self.chained_ok and not caps.has_param("MedicationAdministration", "medication"):
             self.chained_ok = False
@@ -642,7 +642,7 @@ class RemoteExtraction:
             for resource in page.resources:
                 rtype = resource.get("resourceType")
                 self.totals.fetched[rtype if isinstance(rtype, str) else job.rtype] += 1
-                if rtype == "MedicationAdministration":
+                if rtype in MEDICATION_USERS:
                     ref = medication_id(resource, self.config.base_url)
                     if ref:
                         self.medication_refs.add(ref)

@@ -24,7 +24,9 @@ from connector.extract.trim import ObservationTrim, default_trim
 
 #: The resource types the study reads; other types are counted and skipped.
 WANTED_TYPES = frozenset(
-    {"Patient", "MedicationAdministration", "Medication", "Procedure", "Observation"}
+    {"Patient", "MedicationAdministration", "Medication", "Procedure", "Observation",
+     # oral drugs are mostly recorded as these (issue 15; connector/mapping/orders.py)
+     "MedicationRequest", "MedicationDispense", "MedicationStatement"}
 )
 
 BATCH_SIZE = 2000

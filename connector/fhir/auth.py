@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: SMART v2 read+search scopes for what the study reads.
 DEFAULT_SMART_SCOPE = " ".join(
-    f"system/{t}.rs" for t in ("Patient", "MedicationAdministration", "Procedure",
+    f"system/{t}.rs" for t in ("Patient", "MedicationAdministration", "MedicationRequest",
+                               "MedicationDispense", "MedicationStatement", "Procedure",
                                "Observation", "Medication"))
 RENEW_AT = 0.8  # renew when this fraction of the token's lifetime has passed
 ASSERTION_LIFETIME = 240  # seconds; SMART allows at most 300

@@ -39,9 +39,16 @@ from connector.fhir.errors import SiteConfigError
 from connector.fhir.limits import Limits
 
 #: The resource types the study reads, in the order a cohort run fetches them.
-DEFAULT_RESOURCE_TYPES = ("Patient", "MedicationAdministration", "Procedure", "Observation",
+#: Oral drugs (lenalidomide, pomalidomide, selinexor...) mostly come as a request, a dispense
+#: or a statement rather than an administration (connector/mapping/orders.py).
+ORDER_TYPES = ("MedicationRequest", "MedicationDispense", "MedicationStatement")
+DEFAULT_RESOURCE_TYPES = ("Patient", "MedicationAdministration", *ORDER_TYPES, "Procedure",
+                          "Observation",
                           "Medication")
-PATIENT_TYPES = ("Patient", "MedicationAdministration", "Procedure", "Observation")
+#: Resources that may name their drug by a reference to a Medication.
+MEDICATION_USERS = frozenset({"MedicationAdministration", *ORDER_TYPES})
+PATIENT_TYPES = ("Patient", "MedicationAdministration", *ORDER_TYPES, "Procedure",
+                 "Observation")
 SCOPES = ("cohort", "all", "patients")
 AUTH_TYPES = ("none", "basic", "bearer", "client_credentials", "smart")
 

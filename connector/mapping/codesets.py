@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from connector.mapping.labtext import LabText, load_lab_text
 from connector.mapping.text import PhraseIndex, name_tokens, normalize_unit, phrase_tokens
 
 #: Where the code sets live; ``COHORT_MAPPINGS_DIR`` overrides it (e.g. a site's reviewed copy).
@@ -70,6 +71,7 @@ class CodeSets:
     statuses: dict[str, dict[str, bool]] = field(default_factory=dict)  # type → status → hap.
     coded_values: dict[tuple[str, str, str], str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
+    lab_text: LabText = field(default_factory=LabText)  # text / below-limit M-protein
     directory: Path = DEFAULT_DIR
 
     # -- derived helpers ---------------------------------------------------
@@ -199,6 +201,7 @@ def _load(directory: Path) -> CodeSets:
     _load_coded_values(cs, directory / "coded_values.csv")
     for _, row in _rows(directory / "limits.csv", ("name", "value")):
         cs.limits[row["name"]] = row["value"]
+    cs.lab_text = load_lab_text(directory / "lab_text.csv", _rows)
     return cs
 
 

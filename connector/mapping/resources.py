@@ -14,12 +14,14 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NoReturn
 
 import orjson
 
 from connector.keys import patient_key
 from connector.mapping.codesets import CodeSets
+from connector.mapping.contact import LastRecords
 from connector.mapping.fhir import (
     Coding,
     Excluded,
@@ -32,6 +34,7 @@ from connector.mapping.fhir import (
     reference_target,
     subject_patient,
 )
+from connector.mapping.labtext import special_value
 from connector.mapping.match import (
     IGNORED,
     DrugMatch,
@@ -41,10 +44,11 @@ from connector.mapping.match import (
     match_procedure,
     unit_rule,
 )
+from connector.mapping.orders import ORDER_TYPES, map_order
 from connector.mapping.text import phrase_tokens
 from connector.mapping.validate import r4b_problem
 
-EVENT_TYPES = ("MedicationAdministration", "Procedure", "Observation")
+EVENT_TYPES = ("MedicationAdministration", *ORDER_TYPES, "Procedure", "Observation")
 GENDERS = frozenset({"male", "female", "other", "unknown"})
 _BIRTH_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 _COMPARATORS = frozenset({"<", "<=", ">=", ">"})
@@ -216,12 +220,14 @@ class SiteMapper:
         # (system, code) as sent → analyte or None; bounded so odd extracts cannot grow it.
         self._lab_codes: dict[tuple[str, str], str | None] = {}
         self._drug_matches: dict[bytes, list[DrugMatch]] = {}
+        self.last_records = LastRecords(self.max_date, codesets.min_event_date)
         self._handlers = {
             "Patient": self._patient,
             "Medication": self._medication,
             "MedicationAdministration": self._medication_administration,
             "Procedure": self._procedure,
             "Observation": self._observation,
+            **{t: partial(map_order, self) for t in ORDER_TYPES},
         }
 
     # -- entry points -------------------------------------------------------
@@ -239,6 +245,8 @@ class SiteMapper:
         handler = self._handlers.get(row.resource_type)
         if handler is None:
             return
+        if row.resource_type not in ("Patient", "Medication"):
+            self.last_records.note(resource)
         try:
             handler(row, resource)
         except Reject as exc:
@@ -266,6 +274,7 @@ class SiteMapper:
             "quarantine": len(self._quarantined)})
         if self.collect:
             result.patients = sorted(self._patient_rows, key=lambda r: r["source_id"])
+            self.last_records.apply(result.patients)
             result.exposures = self._exposures.sorted_rows()
             result.procedures = self._procedures.sorted_rows()
             result.labs = self._labs.sorted_rows()
@@ -365,9 +374,14 @@ class SiteMapper:
         self._check_date(start, patient, "effective")
         if external is not None:
             self._check_medication(external)
+        self._defer_exposures(row, res, patient, start, end, status, matches)
+
+    def _defer_exposures(self, row: RawRow, res: dict, patient: str, start: dt.date,
+                         end: dt.date | None, status: str, matches: list[DrugMatch]) -> None:
+        """Queue one exposure per matched ingredient (administrations and orders alike)."""
+        res_row = (start, row.resource_type, row.resource_id)
         self._defer(row, res, [(
-            self._exposures, (patient, m.ingredient, start),
-            (start, row.resource_type, row.resource_id),
+            self._exposures, (patient, m.ingredient, start), res_row,
             {"site": self.site, "patient_source_id": patient,
              "source_type": row.resource_type, "source_id": row.resource_id,
              "version_id": row.version_id, "ingredient": m.ingredient,
@@ -600,6 +614,9 @@ class SiteMapper:
 
     def _quantity_value(self, analyte: str, res: dict) -> Row:
         spec = self.cs.analytes[analyte]
+        special = special_value(self.cs.lab_text, analyte, spec.canonical_unit, res)
+        if special is not None:
+            return special
         if "valueQuantity" in res:
             quantity = res["valueQuantity"]
             if not isinstance(quantity, dict):

@@ -22,6 +22,9 @@ _MODULES = {
     "Observation": "observation",
     "Procedure": "procedure",
     "MedicationAdministration": "medicationadministration",
+    "MedicationRequest": "medicationrequest",
+    "MedicationDispense": "medicationdispense",
+    "MedicationStatement": "medicationstatement",
     "Medication": "medication",
 }
 _ZONELESS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")

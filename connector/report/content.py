@@ -12,6 +12,7 @@ from typing import Any
 from connector.analysis.results import Analysis
 from connector.report import formatting as fmt
 from connector.report.document import Image, Section, Table
+from connector.report.nexttreatment import next_treatment_section
 from connector.report.published import SOURCE, comparison_rows
 
 TITLE = "Outcomes of salvage therapy after progression on BCMA CAR-T"
@@ -239,6 +240,7 @@ def build_sections(analysis: Analysis, images: dict[str, Path],
                    extra_sections: list[Section], files: list[str]) -> list[Section]:
     r = analysis.results
     return [_summary(r), _main_results(r), _comparison(r), _cohort(r),
-            _first_line(r, images), _all_lines(r, images), _os(r, analysis, images),
+            _first_line(r, images), _all_lines(r, images), next_treatment_section(r),
+            _os(r, analysis, images),
             _swimmer(analysis, images), _excluded(r), *extra_sections, _methods(analysis),
             _files(files)]

@@ -67,6 +67,11 @@ def plan(n_patients: int, n_sites: int, seed: int, noise: bool,
                                    f"_fraction")
             for _ in range(_count(frac, n_patients) if hosts else 0):
                 cohort[rng.choice(hosts)].noise.append(kind)
+        extra = random.Random(f"{seed}:plan:extra")
+        for kind in noise_mod.EXTRA_KINDS:
+            for _ in range(_count(getattr(params, f"noise_{kind}_fraction"), n_patients)
+                           if hosts else 0):
+                cohort[extra.choice(hosts)].noise.append(kind)
     slots: list[Slot] = []
     for members in groups.values():
         sites = [i % n_sites for i in range(len(members))]
@@ -81,7 +86,8 @@ def plan(n_patients: int, n_sites: int, seed: int, noise: bool,
 def _course(slot: Slot, seed: int, params: SynthParams, site: str) -> Course:
     rng = random.Random(f"{seed}:{slot.kind}:{slot.number}:course")
     if slot.kind == "cohort":
-        return CohortPatient(rng, params, site).build(missing_labs=slot.missing_labs)
+        extra = random.Random(f"{seed}:{slot.kind}:{slot.number}:extra")
+        return CohortPatient(rng, params, site, extra).build(missing_labs=slot.missing_labs)
     if slot.kind == "no_progression":
         return CohortPatient(rng, params, site).build_no_progression()
     if slot.kind == "no_car_t":

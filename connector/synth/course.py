@@ -75,6 +75,7 @@ class LineTruth:
     best_response: str
     pfs_event: int | None
     pfs_censor: int | None
+    pfs_event_kind: str = ""  # pd | death (when pfs_event is set)
 
 
 @dataclass(slots=True)
@@ -113,7 +114,22 @@ class Course:
     last_contact: int = 0
     lines: list[LineTruth] = field(default_factory=list)
     noise: list[NoiseItem] = field(default_factory=list)
+    #: False when the death is sent as deceasedBoolean without its date (noise)
+    death_date_known: bool = True
 
     @property
     def in_cohort(self) -> bool:
         return self.kind == "cohort"
+
+    @property
+    def recorded_death_day(self) -> int | None:
+        """The death date the extract carries (None when only the fact is sent)."""
+        return self.death_day if self.death_date_known else None
+
+    def last_record_day(self) -> int:
+        """The last day anything about the patient is dated, the death date aside."""
+        days = [a.day for a in self.assessments] + list(self.context_days)
+        days += [d.end if d.end is not None else d.day for d in self.doses
+                 if d.status == "completed"]
+        days += [pr.day for pr in self.procs]
+        return max(days, default=self.last_contact)

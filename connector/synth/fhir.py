@@ -82,6 +82,11 @@ def site_name(i: int) -> str:
             return f"site_{letters}"
 
 
+#: How an oral cycle is recorded, rotating by site and dose (FhirBuilder.oral).
+ORAL_FORMS = ("MedicationAdministration", "MedicationDispense", "MedicationRequest",
+              "MedicationStatement")
+
+
 class FhirBuilder:
     """Builds one patient's resources; all randomness comes from ``rng``."""
 
@@ -89,6 +94,7 @@ class FhirBuilder:
                  params: SynthParams) -> None:
         self.rng = rng
         self.site = site
+        self.site_no = site_no
         self.full_codes = site_no % 2 == 0
         self.tz = SITE_OFFSETS[site_no % len(SITE_OFFSETS)]
         self.p = params
@@ -166,8 +172,10 @@ class FhirBuilder:
             "gender": course.gender,
             "birthDate": iso(course.birth_date),
         }
-        if course.death_day is not None:
+        if course.death_day is not None and course.death_date_known:
             res["deceasedDateTime"] = iso(course.death_day)
+        elif course.death_day is not None:
+            res["deceasedBoolean"] = True
         res["address"] = [address(self.rng)]
         return res
 
@@ -187,6 +195,36 @@ class FhirBuilder:
             res["effectiveDateTime"] = self.when(dose.day)
         res["dosage"] = self.dosage(dose.drug)
         return res
+
+    def oral(self, dose: Dose, subject: dict[str, str], i: int) -> tuple[str, Resource]:
+        """An oral cycle, recorded the way the site records oral drugs.
+
+        Hospitals mostly record oral drugs as a prescription, a pharmacy dispense or a
+        statement of use, rarely an administration (issue 15). The form rotates with
+        the site and the dose, so every site sends all four; the exposure period is
+        the same cycle (days supply = the cycle's days).
+        """
+        form = ORAL_FORMS[(self.site_no + i) % len(ORAL_FORMS)]
+        if form == "MedicationAdministration":
+            return form, self.med_admin(dose, subject)
+        end = dose.end if dose.end is not None else dose.day
+        days = end - dose.day + 1
+        res: Resource = {"resourceType": form, "id": self.new_id(), "meta": self.meta(dose.day)}
+        supply = {"value": days, "unit": "days", "system": "http://unitsofmeasure.org",
+                  "code": "d"}
+        if form == "MedicationRequest":
+            res.update(status="completed", intent="order",
+                       medicationCodeableConcept=self.medication(dose.drug), subject=subject,
+                       authoredOn=self.when(dose.day),
+                       dispenseRequest={"expectedSupplyDuration": supply})
+        elif form == "MedicationDispense":
+            res.update(status="completed", medicationCodeableConcept=self.medication(dose.drug),
+                       subject=subject, daysSupply=supply, whenHandedOver=self.when(dose.day))
+        else:
+            res.update(status="completed", medicationCodeableConcept=self.medication(dose.drug),
+                       subject=subject,
+                       effectivePeriod={"start": iso(dose.day), "end": iso(end)})
+        return form, res
 
     def procedure(self, proc: Proc, subject: dict[str, str]) -> Resource:
         return {
@@ -243,8 +281,8 @@ class FhirBuilder:
         ratio = kappa / lam
         ratio = round(ratio, 3) if ratio < 0.1 else round(ratio, 2)
         out = [
-            self._obs(CODE_M_PROTEIN, subject, a.day, when,
-                      valueQuantity=_qty(m_protein, "g/dL")),
+            self._obs(CODE_M_PROTEIN, subject, a.day, when, **self._m_protein_value(m_protein,
+                                                                                  a.day)),
             self._obs(CODE_KAPPA, subject, a.day, when, valueQuantity=_qty(kappa, "mg/L")),
             self._obs(CODE_LAMBDA, subject, a.day, when, valueQuantity=_qty(lam, "mg/L")),
             self._obs(CODE_RATIO, subject, a.day, when,
@@ -259,6 +297,17 @@ class FhirBuilder:
         if with_context:
             out.extend(self.context(a.day, subject, when))
         return out
+
+    def _m_protein_value(self, m_protein: float, day: int) -> dict[str, Any]:
+        """An undetectable M-spike as laboratories send it: 0, text, or below a limit."""
+        if m_protein > 0:
+            return {"valueQuantity": _qty(m_protein, "g/dL")}
+        form = (self.site_no + day) % 3
+        if form == 1:
+            return {"valueString": "None detected"}
+        if form == 2:
+            return {"valueQuantity": {"value": 0.1, "comparator": "<", **_qty(0.1, "g/dL")}}
+        return {"valueQuantity": _qty(0.0, "g/dL")}
 
     def context(self, day: int, subject: dict[str, str], when: str | None = None
                 ) -> list[Resource]:
@@ -296,8 +345,9 @@ class FhirBuilder:
         noise = {n.kind: n for n in course.noise}
         dup = noise.get("duplicate")
         for i, dose in enumerate(course.doses):
-            res = self.med_admin(dose, subject)
-            out.append(("MedicationAdministration", res, False))
+            rtype, res = self.oral(dose, subject, i) if dose.end is not None else (
+                "MedicationAdministration", self.med_admin(dose, subject))
+            out.append((rtype, res, False))
             if dup is not None and dup.index == i:
                 twin = copy.deepcopy(res)
                 twin["id"] = self.new_id()

@@ -13,6 +13,8 @@ from connector.synth import catalog as cat
 from connector.synth.course import Course, NoiseItem
 
 KINDS = ("duplicate", "corrected", "data_absent", "entered_in_error", "not_done")
+#: Planned with their own random stream, so adding them left the other draws unchanged.
+EXTRA_KINDS = ("death_without_date",)
 _NOT_DONE_CANDIDATES = ("carfilzomib", "dara_iv", "elotuzumab", "isatuximab")
 
 
@@ -79,7 +81,21 @@ def _not_done(course: Course, rng: random.Random) -> NoiseItem | None:
     return None
 
 
+def _death_without_date(course: Course, rng: random.Random) -> NoiseItem | None:
+    """The death is sent as ``deceasedBoolean: true`` only: the date is not in the extract.
+
+    The truth follows what the data allow: death known, date unknown, so overall
+    survival and time to next treatment are censored at the last contact and a
+    line that ended in death is censored at its last assessment.
+    """
+    if course.death_day is None or not course.death_date_known:
+        return None
+    course.death_date_known = False
+    return NoiseItem("death_without_date", day=course.death_day)
+
+
 _PLACERS = {
+    "death_without_date": _death_without_date,
     "duplicate": _duplicate,
     "corrected": _corrected,
     "data_absent": _data_absent,

@@ -96,6 +96,23 @@ class SynthParams:
     transplant_start_after_confirm_days: tuple[int, int] = (14, 45)
     maintenance_start_after_transplant_days: tuple[int, int] = (60, 100)
     p_lenalidomide_maintenance: float = 0.7
+    #: Lenalidomide maintenance after the index CAR-T, started in response (no progression)
+    #: and given until the progression is confirmed (issue 15: it must not date progression).
+    p_post_car_t_maintenance: float = 0.12
+    #: A line that reached CR whose immunofixation or marrow was never sent: CR cannot be
+    #: confirmed, the truth is VGPR (issue 15 item 7; its own random stream)
+    p_cr_evidence_missing: float = 0.25
+    #: an antibody (dara, isa, elo) added to Pd 35-55 days into the line, without
+    #: progression (one line by IMWG; issue 15 item 5; its own random stream)
+    p_drug_added_in_line: float = 0.3
+    #: induction (carfilzomib-dexamethasone) before high-dose melphalan + ASCT, one line by
+    #: IMWG (issue 15 item 5; its own random stream)
+    p_induction_before_asct: float = 0.5
+    #: bridging between the apheresis and a salvage CAR-T, part of the CAR-T line (IMWG;
+    #: issue 15 item 5; its own random stream)
+    p_bridging_salvage_car_t: float = 0.5
+    induction_days: tuple[int, int] = (60, 110)
+    post_car_t_maintenance_start_days: tuple[int, int] = (60, 150)
     #: A line must start at least this long before the cutoff (so that it has two
     #: assessments); otherwise the patient is followed without a new line.
     min_follow_up_for_new_line_days: int = 90
@@ -195,6 +212,8 @@ class SynthParams:
     noise_data_absent_fraction: float = 0.05  # Observation with dataAbsentReason
     noise_entered_in_error_fraction: float = 0.0127  # a phantom teclistamab dose
     noise_not_done_fraction: float = 0.0127  # a dose recorded as not-done
+    #: a death sent as Patient.deceasedBoolean = true, without its date
+    noise_death_without_date_fraction: float = 0.04
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready copy (dates as ISO text, tuples as lists)."""

@@ -52,15 +52,19 @@ def lognormal_days(rng: random.Random, median: float, sigma: float) -> float:
 
 
 def lay_regimen(course: Course, regimen: cat.Regimen, start: int, stop: int,
-                line: int) -> None:
+                line: int, added: dict[str, int] | None = None) -> None:
     """Doses of a cyclic regimen from ``start`` until before ``stop``.
 
     An oral cycle running into ``stop`` (progression confirmed, death, end of data)
-    is recorded as stopped the day before.
+    is recorded as stopped the day before. ``added`` gives components added later
+    (drug key -> first day offset): their earlier doses are not given.
     """
     for comp in regimen.components:
         oral = isinstance(comp.schedule, cat.Oral)
+        first = (added or {}).get(comp.drug, 0)
         for off in cat.dose_offsets(comp.schedule):
+            if off < first:
+                continue
             day = start + off
             if day >= stop:
                 break
@@ -136,6 +140,14 @@ def fit_under_ceiling(marker: Marker, baseline: float, category: str,
         category, descent = better, ()
     return category, descent
 
+
+#: Induction before high-dose melphalan and ASCT (carfilzomib-dexamethasone, days 1, 8, 15).
+INDUCTION = cat.Regimen("induction", "carfilzomib-dexamethasone", "cyclic",
+                        tuple(c for c in cat.NON_TCE_REGIMENS["kpd"].components
+                              if c.drug != "pomalidomide"))
+
+#: Antibodies that may join a running Pd a month or two in (DPd, IsaPd, EloPd).
+ADDED_LATER = ("dara_sc", "dara_iv", "isatuximab", "elotuzumab")
 
 MAINTENANCE = cat.Regimen("maint", "lenalidomide", "cyclic",
                           (cat.Component("lenalidomide", cat.ORAL),))
@@ -249,14 +261,23 @@ def _line_truth(course: Course, line: int, key: str, start: int, seg: SegmentRes
         best_response=best_of(seg.labels),
         pfs_event=seg.pd_day if seg.outcome == "pd" else seg.death_day,
         pfs_censor=seg.last_day if seg.outcome == "censored" else None,
+        pfs_event_kind="pd" if seg.outcome == "pd" else (
+            "death" if seg.death_day is not None else ""),
     )
 
 
 class CohortPatient:
     """Builds one study patient's course (and the excluded BCMA CAR-T kinds)."""
 
-    def __init__(self, rng: random.Random, p: SynthParams, site: str) -> None:
+    def __init__(self, rng: random.Random, p: SynthParams, site: str,
+                 extra: random.Random | None = None) -> None:
         self.rng = rng
+        # Draws added after calibration come from their own stream, so the calibrated
+        # courses stay the same with them.
+        self._extra = extra
+        self.induction = 0  # days of induction before the current line's transplant
+        self.bridge = 0  # days of bridging before the current CAR-T line's lymphodepletion
+        self._bridge_regimen = next(iter(cat.BRIDGING.values()))
         self.p = p
         self.site = site
         self.cutoff = ordinal(p.data_cutoff)
@@ -285,9 +306,25 @@ class CohortPatient:
             return self._missing_labs_course(course, track, index)
         if rng.random() < p.p_disease_status_obs:
             course.status_obs_day = seg0.pd_day
+        self._post_car_t_maintenance(course, index, seg0)
         self._salvage(course, track, seg0.confirm_day or 0)
         course.assessments = track.points
         return self._finish(course)
+
+    def _post_car_t_maintenance(self, course: Course, index: int, seg0: SegmentResult) -> None:
+        """Lenalidomide maintenance in response, until the progression is confirmed.
+
+        Started without progression, it neither dates the progression (the labs do)
+        nor makes a line; its doses after the progression reading continue it.
+        """
+        p = self.p
+        extra = self._extra if self._extra is not None else random.Random(self.rng.random())
+        if extra.random() >= p.p_post_car_t_maintenance or seg0.pd_day is None:
+            return
+        start = index + extra.randint(*p.post_car_t_maintenance_start_days)
+        if start >= seg0.pd_day - 14:
+            return
+        lay_regimen(course, MAINTENANCE, start, seg0.confirm_day or seg0.pd_day, 0)
 
     def build_no_progression(self) -> Course:
         """A BCMA CAR-T patient still in remission at the cutoff."""
@@ -360,6 +397,9 @@ class CohortPatient:
                 start = apheresis + rng.randint(*p.car_t_manufacturing_days)
             elif regimen.kind == "asct":
                 start = confirm + rng.randint(*p.transplant_start_after_confirm_days)
+                self.induction = self._induction_days()
+                if self.induction:  # induction first: the line starts with it
+                    start = confirm + gap
             else:
                 start = confirm + gap
             start = max(start, prev_start + p.min_days_between_line_starts, confirm + 1)
@@ -368,6 +408,9 @@ class CohortPatient:
                     raise Retry("no time for a first salvage line")
                 track.follow(self.cutoff + 1)
                 return
+            # bridging after the apheresis: the CAR-T line starts with it (IMWG)
+            self.bridge = self._bridging_days(apheresis, start)
+            start -= self.bridge
             track.follow(start)
             track.ensure_baseline(start)
             if apheresis is not None:
@@ -411,8 +454,13 @@ class CohortPatient:
         if track.last.value >= high:
             hazard *= p.high_burden_hazard_ratio
         death = start + max(7, math.ceil(rng.expovariate(hazard)))
+        ld_start = start + self.bridge
         if regimen.kind == "car_t":
-            death = max(death, start - min(p.lymphodepletion_days) + 3)
+            death = max(death, ld_start - min(p.lymphodepletion_days) + 3)
+        if self.bridge:  # the line must reach its infusion: no progression during bridging
+            if category == "PD":
+                category, descent = "SD", ()
+            pfs_days = max(pfs_days, self.bridge + 60.0)
         seg = track.segment(start, category, pfs_days, death, descent)
         if seg.outcome == "pd":
             stop = seg.confirm_day or start
@@ -423,21 +471,108 @@ class CohortPatient:
         transplant = False
         if regimen.kind == "car_t":
             product = regimen.components[-1].drug
-            lay_car_t(course, product, start - min(p.lymphodepletion_days), line, p)
+            if self.bridge:
+                lay_regimen(course, self._bridge_regimen, start, min(stop, ld_start - 10), line)
+            lay_car_t(course, product, ld_start - min(p.lymphodepletion_days), line, p)
+        elif regimen.kind == "asct" and not self._lay_induction(course, start, stop, line, seg):
+            lay_regimen(course, INDUCTION, start, stop, line)  # progressed during induction
         elif regimen.kind == "asct":
             transplant = True
-            course.doses.append(Dose("melphalan", start, None, line))
-            course.procs.append(Proc("auto_transplant", start + 2))
+            mel = start + self.induction
+            course.doses.append(Dose("melphalan", mel, None, line))
+            course.procs.append(Proc("auto_transplant", mel + 2))
             if rng.random() < p.p_lenalidomide_maintenance:
-                m_start = start + 2 + rng.randint(*p.maintenance_start_after_transplant_days)
+                m_start = mel + 2 + rng.randint(*p.maintenance_start_after_transplant_days)
                 # Maintenance is for disease that has not progressed: none once the
                 # first PD assessment has been seen (or when it would come first).
                 if seg.pd_day is None or m_start < seg.pd_day:
                     lay_regimen(course, MAINTENANCE, m_start, stop, line)
         else:
-            lay_regimen(course, regimen, start, stop, line)
+            lay_regimen(course, regimen, start, stop, line,
+                        self._added_later(regimen, track, start, stop, seg))
+        self._drop_cr_evidence(track, start, seg)
         course.lines.append(_line_truth(course, line, key, start, seg, transplant))
         return seg
+
+    def _bridging_days(self, apheresis: int | None, ld_start: int) -> int:
+        """Days of bridging before a salvage CAR-T's lymphodepletion (0: none).
+
+        Bridging runs from 3-7 days after the apheresis to 10 days before the
+        lymphodepletion, at least a week (own random stream).
+        """
+        if apheresis is None or self._extra is None or \
+                self._extra.random() >= self.p.p_bridging_salvage_car_t:
+            return 0
+        bridge_start = apheresis + self._extra.randint(3, 7)
+        self._bridge_regimen = cat.BRIDGING[self._extra.choice(sorted(cat.BRIDGING))]
+        return ld_start - bridge_start if ld_start - bridge_start >= 17 else 0
+
+    def _induction_days(self) -> int:
+        """Days of induction before high-dose melphalan (0: none), own random stream.
+
+        Not after a carfilzomib line: the induction would read as that line going on.
+        """
+        if self._extra is None or self._extra.random() >= self.p.p_induction_before_asct:
+            return 0
+        if "carfilzomib" in self.previous:
+            return 0
+        return self._extra.randint(*self.p.induction_days)
+
+    def _lay_induction(self, course: Course, start: int, stop: int, line: int,
+                       seg: SegmentResult) -> bool:
+        """Lay the induction before a transplant; False when the transplant cannot follow.
+
+        Induction + melphalan + ASCT are one line (IMWG) only without progression: a
+        line that progresses (or stops) during induction never gets its transplant.
+        """
+        if not self.induction:
+            return True
+        mel = start + self.induction
+        if stop <= mel + 2 or (seg.pd_day is not None and seg.pd_day <= mel + 2):
+            self.induction = 0
+            return False
+        lay_regimen(course, INDUCTION, start, mel - 14, line)
+        return True
+
+    def _added_later(self, regimen: cat.Regimen, track: LabTrack, start: int, stop: int,
+                     seg: SegmentResult) -> dict[str, int]:
+        """An antibody added to Pd after 35-55 days, without progression (issue 15).
+
+        Only when the line is assessed before the addition, has no PD reading before it
+        and goes on for a month after it: the derive rule (IMWG) then keeps it one line.
+        """
+        dara = [c.drug for c in regimen.components if c.drug in ADDED_LATER]
+        first = {cat.DRUGS[c.drug].ingredient for c in regimen.components
+                 if c.drug not in ADDED_LATER} - {"dexamethasone"}
+        # what starts on day 1 must be new, or the line would read as the last one going on
+        if not dara or not first - self.previous or self._extra is None or \
+                self._extra.random() >= self.p.p_drug_added_in_line:
+            return {}
+        offset = self._extra.randint(35, 55)
+        day = start + offset
+        assessed = any(start < a.day <= day for a in track.points)
+        if not assessed or stop <= day + 28 or (seg.pd_day is not None and seg.pd_day <= day):
+            return {}
+        return {dara[0]: offset}
+
+    def _drop_cr_evidence(self, track: LabTrack, start: int, seg: SegmentResult) -> None:
+        """Leave out the immunofixation or the marrow of a CR line now and then.
+
+        Without them CR cannot be confirmed (IMWG): the line is VGPR by labs, and
+        derive says which test was missing.
+        """
+        if "CR" not in seg.labels or self._extra is None:
+            return
+        if self._extra.random() >= self.p.p_cr_evidence_missing:
+            return
+        drop_ife = self._extra.random() < 0.5
+        for point in track.points:
+            if point.day > start and point.label == "CR":
+                if drop_ife:
+                    point.ife = None
+                else:
+                    point.marrow = None
+        seg.labels = ["VGPR" if label == "CR" else label for label in seg.labels]
 
     # -- progression seen only through a new line --------------------------------
 

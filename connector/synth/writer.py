@@ -10,7 +10,8 @@ import orjson
 
 from connector.synth.fhir import Emitted
 
-RESOURCE_TYPES = ("Patient", "MedicationAdministration", "Procedure", "Observation")
+RESOURCE_TYPES = ("Patient", "MedicationAdministration", "MedicationRequest",
+                  "MedicationDispense", "MedicationStatement", "Procedure", "Observation")
 
 
 class NdjsonWriter:

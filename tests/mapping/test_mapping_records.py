@@ -191,7 +191,8 @@ def test_values_are_converted_to_canonical_units(engine):
                 "original_unit") == [
         ("o1", 1.2, "g/dL", "12", "g/L"), ("o2", 0.9, "g/dL", "900", "mg/dL"),
         ("o3", 45.0, "mg/L", "4.5", "mg/dL"), ("o4", 350.0, "mg/24h", "0.35", "g/(24.h)"),
-        ("o5", 12.5, "ratio", "12.5", None), ("o6", 0.1, "g/dL", "<0.1", "G/DL")]
+        ("o5", 12.5, "ratio", "12.5", None),
+        ("o6", 0.0, "g/dL", "<0.1", "G/DL")]  # below the limit: undetectable (issue 15)
 
 
 def test_deleted_raw_rows_are_skipped(engine):

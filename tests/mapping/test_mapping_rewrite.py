@@ -152,6 +152,8 @@ def rewrite(resources: list[dict]) -> list[dict]:
                     q.get("value"), int | float) and not isinstance(q["value"], bool):
                 res["valueQuantity"] = {"value": q["value"] * 10, "unit": "g/L",
                                         "system": "http://unitsofmeasure.org", "code": "g/L"}
+                if "comparator" in q:  # "<0.1 g/dL" is "<1 g/L"
+                    res["valueQuantity"]["comparator"] = q["comparator"]
             _period(res, "effective")
             _odd_codes(res.get("code"), n)
         elif rtype == "Procedure":

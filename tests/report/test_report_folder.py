@@ -167,3 +167,14 @@ def test_pipeline_entry_points(engine, tmp_path):
     assert (tmp_path / "out" / "report.html").exists()
     assert dt.date.today().isoformat() not in (tmp_path / "out" / "report.md").read_text()
 
+
+
+def test_next_treatment_section_and_completeness_line(report):
+    analysis, out, _ = report
+    md = (out / "report.md").read_text()
+    assert "## Time to next treatment and PFS with a switch as event" in md
+    ttnt = analysis.results["time_to_next_treatment"]["first_line"]["median_months"]["overall"]
+    assert f"n={ttnt['n']}, {ttnt['events']} events" in md
+    counts = analysis.results["cohort"]["new_line_fallback_by_site"]
+    site, n = sorted(counts.items())[0]
+    assert f"{site}: {n} by new-line fallback" in md

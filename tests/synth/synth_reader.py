@@ -16,6 +16,9 @@ import orjson
 
 from connector.synth.catalog import DRUGS, HCPCS, RXNORM
 
+MEDICATION_TYPES = ("MedicationAdministration", "MedicationRequest", "MedicationDispense",
+                    "MedicationStatement")
+
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "cohort"
 LOINC_KEYS = {"33358-3": "m", "36916-5": "kappa", "33944-0": "lambda", "48378-4": "ratio",
               "25700-6": "ife", "11118-7": "marrow", "97509-4": "status"}
@@ -95,29 +98,46 @@ def read_site(folder: Path) -> dict[str, PatientData]:
         elif key == "marrow":
             point.marrow = res["valueQuantity"]["value"]
         elif key == "m":
-            point.m = res["valueQuantity"]["value"]
+            # an undetectable M-spike may come as text or below a limit (issue 15): 0
+            quantity = res.get("valueQuantity") or {}
+            point.m = 0.0 if "valueString" in res or "comparator" in quantity \
+                else quantity["value"]
         elif key == "kappa":
             point.kappa = res["valueQuantity"]["value"]
         elif key == "lambda":
             point.lam = res["valueQuantity"]["value"]
-    for res in _newest(folder / "MedicationAdministration.ndjson"):
-        pid = res["subject"]["reference"].split("/")[1]
-        pdata = data[pid]
-        pdata.statuses.append(res["status"])
-        if "effectivePeriod" in res:
-            start, end = (day_of(res["effectivePeriod"]["start"]),
-                          day_of(res["effectivePeriod"]["end"]))
-        else:
-            start = end = day_of(res["effectiveDateTime"])
-        pdata.all_days.append(end)
-        if res["status"] == "completed":
-            pdata.meds.append((start, end, ingredient_of(res["medicationCodeableConcept"])))
+    for rtype in MEDICATION_TYPES:
+        path = folder / f"{rtype}.ndjson"
+        for res in _newest(path) if path.exists() else ():
+            pid = res["subject"]["reference"].split("/")[1]
+            pdata = data[pid]
+            pdata.statuses.append(res["status"])
+            start, end = _period(res)
+            pdata.all_days.append(end)
+            if res["status"] == "completed":
+                pdata.meds.append((start, end, ingredient_of(res["medicationCodeableConcept"])))
     for res in _newest(folder / "Procedure.ndjson"):
         pid = res["subject"]["reference"].split("/")[1]
         day = day_of(res["performedDateTime"])
         data[pid].procedures.append((day, res["code"]["coding"][0]["code"]))
         data[pid].all_days.append(day)
     return data
+
+
+def _period(res: dict) -> tuple[dt.date, dt.date]:
+    """(first, last) day of an administration, request, dispense or statement."""
+    if "effectivePeriod" in res:
+        return day_of(res["effectivePeriod"]["start"]), day_of(res["effectivePeriod"]["end"])
+    if "effectiveDateTime" in res:
+        day = day_of(res["effectiveDateTime"])
+        return day, day
+    if res["resourceType"] == "MedicationRequest":
+        start = day_of(res["authoredOn"])
+        days = res["dispenseRequest"]["expectedSupplyDuration"]["value"]
+    else:
+        start = day_of(res["whenHandedOver"])
+        days = res["daysSupply"]["value"]
+    return start, start + dt.timedelta(days=days - 1)
 
 
 # --------------------------------------------------------------------------- IMWG

@@ -10,6 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
+from fhir.resources.R4B.medicationdispense import MedicationDispense
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
@@ -19,7 +22,9 @@ from connector.synth.catalog import INGREDIENT_CLASS
 from connector.synth.params import PUBLISHED, SynthParams
 
 MODELS = {"Patient": Patient, "MedicationAdministration": MedicationAdministration,
-          "Procedure": Procedure, "Observation": Observation}
+          "MedicationRequest": MedicationRequest, "MedicationDispense": MedicationDispense,
+          "MedicationStatement": MedicationStatement, "Procedure": Procedure,
+          "Observation": Observation}
 DESIGN = (Path(__file__).resolve().parents[2] / "docs" / "design.md").read_text()
 PATIENT_KEYS = {"site": str, "source_id": str, "in_cohort": bool, "exclusion_reason": (str, None),
                 "index_product": (str, None), "index_date": "date?",
