@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from connector.db.models import ExtractRun
 from connector.extract.remote import extract_remote
+from connector.fhir.config import DEFAULT_RESOURCE_TYPES
 
 OPTS = {"rate_limit": 0, "overlap_seconds": 0, "site": "s1", "scope": "all"}
 
@@ -27,7 +28,8 @@ def test_without_a_page_size_the_run_asks_the_server_once(fresh_server, make_eng
     probes = [p for p in proxy.paths if "_elements=id" in p]
     assert len(probes) == 1 and "_count=1000" in probes[0]
     searches = [p for p in proxy.paths if "_count=1000" in p and "_elements" not in p]
-    assert len(searches) == 5  # one page a type: the tiny cohort fits on one page each
+    # one page a type: the tiny cohort fits on one page each
+    assert len(searches) == len(DEFAULT_RESOURCE_TYPES)
 
 
 def test_a_configured_page_size_is_used_without_a_probe(fresh_server, make_engine):
