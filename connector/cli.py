@@ -43,6 +43,14 @@ DbOpt = typer.Option("sqlite:///cohort.db", "--db", envvar="COHORT_DB",
                      help="Database URL: sqlite:///FILE or postgresql://…")
 OutOpt = typer.Option(Path("report"), "--out", "-o", help="Report folder.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+# Pseudonymization options shared by everything that leaves the site (merge, export).
+DateShiftOpt = typer.Option(
+    0, "--date-shift-days", envvar="COHORT_DATE_SHIFT_DAYS",
+    help="Shift every date of a patient by a secret offset within ±N days (intervals "
+         "kept). Needs COHORT_KEY_SECRET_FILE.")
+AllowUnkeyedOpt = typer.Option(
+    False, "--allow-unkeyed",
+    help="Accept patient keys made without a secret (synthetic or test data only).")
 ScopeOpt = typer.Option(None, "--scope", help="FHIR server sources: 'cohort' (patients "
                         "with a CAR-T record; the default), 'all' (every resource of the "
                         "study's types) or 'patients' (patient_ids_file of the site config). "
@@ -194,13 +202,8 @@ def merge(
                              help="The database to merge into: postgresql://… (central) or "
                                   "sqlite:///FILE (a share file to send)."),
     site: list[str] = typer.Option(None, "--site", help="Merge only this site (repeatable)."),
-    date_shift_days: int = typer.Option(
-        0, "--date-shift-days", envvar="COHORT_DATE_SHIFT_DAYS",
-        help="Shift every date of a patient by a secret offset within ±N days (intervals "
-             "kept). Needs COHORT_KEY_SECRET_FILE."),
-    allow_unkeyed: bool = typer.Option(
-        False, "--allow-unkeyed",
-        help="Accept patient keys made without a secret (synthetic or test data only)."),
+    date_shift_days: int = DateShiftOpt,
+    allow_unkeyed: bool = AllowUnkeyedOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Merge site databases into one cohort database, pseudonymized, one site at a time.
@@ -246,13 +249,8 @@ def export_cmd(
                                     "-csearch_path%3DSCHEMA) instead of CSV files."),
     db: str = DbOpt,
     site: list[str] = typer.Option(None, "--site", help="Export only this site (repeatable)."),
-    date_shift_days: int = typer.Option(
-        0, "--date-shift-days", envvar="COHORT_DATE_SHIFT_DAYS",
-        help="Shift every date of a patient by a secret offset within ±N days (intervals "
-             "kept). Needs COHORT_KEY_SECRET_FILE."),
-    allow_unkeyed: bool = typer.Option(
-        False, "--allow-unkeyed",
-        help="Accept patient keys made without a secret (synthetic or test data only)."),
+    date_shift_days: int = DateShiftOpt,
+    allow_unkeyed: bool = AllowUnkeyedOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Export the cohort for researchers: tables with a data dictionary, or OMOP CDM 5.4.

@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from sqlalchemy import Table, delete, func, insert, select, types, union
 from sqlalchemy.engine import Connection, Engine
 
 from connector.db import models
+from connector.db.engine import read_snapshot
 from connector.keys import (
     date_offset,
     is_keyed,
@@ -375,22 +376,6 @@ def _check_target(conn: Connection, site: str) -> None:
 # ------------------------------------------------------------------------- copying
 
 
-@contextmanager
-def _snapshot(engine: Engine) -> Iterator[Connection]:
-    """A read connection that sees one consistent state of the source for the whole copy."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-            with conn.begin():
-                yield conn
-        return
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.rollback()
-
 
 def _rows(conn: Connection, name: str, site: str) -> Iterator[list[Mapping[str, Any]]]:
     t = table(name)
@@ -405,7 +390,7 @@ def copy_site(plan: SitePlan, target: Engine, progress: Progress | None = None) 
     progress = progress or Progress.silent()
     counts: dict[str, int] = {}
     replaced: dict[str, int] = {}
-    with _snapshot(plan.source) as src, target.begin() as dst:
+    with read_snapshot(plan.source) as src, target.begin() as dst:
         _check_target(dst, plan.site)
         for name in reversed(MERGED_TABLES):
             t = table(name)

@@ -86,6 +86,14 @@ def built_cohort(tmp_path_factory) -> str:
     return url
 
 
+@pytest.fixture(scope="module")
+def built_engine(built_cohort):
+    """An engine on ``built_cohort``, one per test module."""
+    eng = get_engine(built_cohort)
+    yield eng
+    eng.dispose()
+
+
 @pytest.fixture(scope="session")
 def built_cohort_secret() -> bytes:
     """The key secret ``built_cohort`` was mapped with."""

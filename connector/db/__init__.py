@@ -4,7 +4,7 @@ Every table lives here so that migrations and the multi-center merge see one
 schema; each stage writes only its own layer and reads only the layer before it.
 """
 
-from connector.db.engine import get_engine, init_db, session_scope
+from connector.db.engine import get_engine, init_db, read_snapshot, session_scope
 from connector.db.models import (
     CohortPatient,
     ExtractRun,
@@ -33,5 +33,6 @@ __all__ = [
     "TherapyLine",
     "get_engine",
     "init_db",
+    "read_snapshot",
     "session_scope",
 ]

@@ -23,6 +23,7 @@ import pyarrow as pa
 from sqlalchemy import select, types
 from sqlalchemy.engine import Connection, Engine
 
+from connector.db.engine import read_snapshot
 from connector.merge import (
     CHUNK,
     MERGED_TABLES,
@@ -138,24 +139,8 @@ def open_source(engine: Engine, *, sites: Sequence[str] | None = None,
         raise MergeRefused(f"site(s) not in the database: {', '.join(missing)}")
     if not wanted:
         raise MergeRefused("the database holds no site data (run map and derive first)")
-    with _snapshot(engine) as conn:
+    with read_snapshot(engine) as conn:
         plans = [plan_site(conn, engine, site, secret=secret, date_shift_days=date_shift_days,
                            allow_unkeyed=allow_unkeyed) for site in sorted(wanted)]
         yield ExportSource(engine=engine, plans=plans, conn=conn)
 
-
-@contextmanager
-def _snapshot(engine: Engine) -> Iterator[Connection]:
-    """A read connection that sees one state of the database for the whole export."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
-            with conn.begin():
-                yield conn
-        return
-    with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN")
-        try:
-            yield conn
-        finally:
-            conn.rollback()

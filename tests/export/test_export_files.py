@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 from connector.analysis import run_analysis
 from connector.analysis.survival import kaplan_meier
 from connector.cli import app
-from connector.db import get_engine
 from connector.db.models import SQLModel
 from connector.export import export_files
 from connector.merge import MergeRefused
@@ -37,10 +36,8 @@ DUCKDB_TYPE = {"date": "DATE", "boolean": "BOOLEAN", "integer": "BIGINT", "doubl
 
 
 @pytest.fixture(scope="module")
-def engine(built_cohort):
-    eng = get_engine(built_cohort)
-    yield eng
-    eng.dispose()
+def engine(built_engine):
+    return built_engine
 
 
 @pytest.fixture(scope="module")

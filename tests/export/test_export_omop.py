@@ -57,10 +57,8 @@ def test_ddl_matches_the_cdm54_specification():
 
 
 @pytest.fixture(scope="module")
-def engine(built_cohort):
-    eng = get_engine(built_cohort)
-    yield eng
-    eng.dispose()
+def engine(built_engine):
+    return built_engine
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from connector.analysis import run_analysis
 from connector.cli import app
-from connector.db import get_engine
 from connector.federated import PoolRefused, load_share, pool, share_from_db, write_pooled
 from connector.federated.share import NESTED
 
@@ -23,10 +22,8 @@ SITES = ("site_a", "site_b")
 
 
 @pytest.fixture(scope="module")
-def engine(built_cohort):
-    eng = get_engine(built_cohort)
-    yield eng
-    eng.dispose()
+def engine(built_engine):
+    return built_engine
 
 
 @pytest.fixture(scope="module")
