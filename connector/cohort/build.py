@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Date, Select, delete, func, insert, select, tuple_
 from sqlalchemy.engine import Connection, Dialect, Engine
 
+from connector.cohort.baseline import derive_baseline
 from connector.cohort.derive import derive_normalized
 from connector.cohort.imwg import RATIO, RESPONSE_ANALYTES, normalize_labs
 from connector.cohort.model import (
@@ -45,6 +46,7 @@ from connector.db.models import (
     LabResult,
     MedicationExposure,
     Patient,
+    PatientBaseline,
     ProcedureEvent,
     TherapyLine,
 )
@@ -387,6 +389,7 @@ class _Derived:
 def clear_derived(conn: Connection, site: str | None) -> None:
     """Delete the derived rows of ``site`` (or of every site) inside ``conn``'s transaction."""
     conn.execute(delete(TherapyLine).where(_where_site(TherapyLine.site, site)))
+    conn.execute(delete(PatientBaseline).where(_where_site(PatientBaseline.site, site)))
     conn.execute(delete(CohortPatient).where(_where_site(CohortPatient.site, site)))
 
 
@@ -503,6 +506,7 @@ def run_derive(engine: Engine, site: str | None = None, progress: Progress | Non
                 done = _derive_in_workers(engine, conn, site, rules, workers, advance)
             else:
                 done = _derive_here(conn, site, rules, advance)
+        derive_baseline(conn, site, rules)  # Table 1 covariates, from the rows just written
     _log_orphans(done.orphans)
     return done.summary()
 

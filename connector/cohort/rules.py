@@ -148,6 +148,23 @@ class ClassifyRules:
 
 
 @dataclass(frozen=True)
+class BaselineRules:
+    """Table 1 covariates at progression after CAR-T (connector/cohort/baseline.py)."""
+
+    # findings (Conditions) and R-ISS recorded up to this many days after progression count
+    record_days_after: int = 30
+    # the LDH nearest progression within this window (days before / after) is the baseline
+    ldh_days_before: int = 60
+    ldh_days_after: int = 14
+    # upper limit of normal, U/L (laboratories differ; a site may set its own)
+    ldh_upper_limit: float = 250.0
+    # prior regimens: a pause of at least this many days with no myeloma drug, or a new
+    # drug after the line window, starts the next one (IMWG: a planned treatment ends and
+    # another starts after a pause)
+    prior_pause_days: int = 14
+
+
+@dataclass(frozen=True)
 class Rules:
     car_t: CarTRules
     lymphodepletion: LymphodepletionRules
@@ -158,6 +175,7 @@ class Rules:
     imwg: ImwgRules
     units: dict[str, UnitRule]
     classify: ClassifyRules
+    baseline: BaselineRules = BaselineRules()
     path: str = ""
 
     def replace(self, section: str, **changes: Any) -> Rules:
@@ -242,7 +260,10 @@ def parse_rules(data: dict[str, Any], path: str = "") -> Rules:
     if built["imwg"].cr_needs_urine_ife not in ("always", "if_urine_measured", "never"):
         raise RulesError("imwg.cr_needs_urine_ife must be 'always', 'if_urine_measured' or "
                          "'never'")
-    return Rules(units=units, classify=classify, path=path, **built)
+    # [baseline] is optional: a rules file from before issue 16 keeps working
+    baseline = _build(BaselineRules, data["baseline"], "baseline") if "baseline" in data \
+        else BaselineRules()
+    return Rules(units=units, classify=classify, baseline=baseline, path=path, **built)
 
 
 def load_rules(path: str | Path | None = None) -> Rules:

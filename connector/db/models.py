@@ -278,6 +278,29 @@ class LabResult(SQLModel, table=True):
     original_unit: str | None = None
 
 
+class ConditionRecord(SQLModel, table=True):
+    """A Condition in study terms: a baseline finding (high-risk cytogenetics,
+    extramedullary disease) as the site recorded it (mappings/conditions.csv)."""
+
+    __tablename__ = "condition_record"
+    __table_args__ = (
+        UniqueConstraint("site", "patient_source_id", "finding", "onset_date", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    patient_source_id: str = Field(index=True)
+    source_type: str = "Condition"
+    source_id: str
+    version_id: str | None = None
+    finding: str  # del_17p | t_4_14 | t_14_16 | gain_1q | extramedullary
+    status: str  # present | absent (verificationStatus refuted) | uncertain
+    onset_date: dt.date  # onset, else the date recorded
+    code_system: str | None = None
+    code: str | None = None
+    display: str | None = None
+
+
 # ----------------------------------------------------------------------- derived
 
 
@@ -326,3 +349,27 @@ class TherapyLine(SQLModel, table=True):
     pfs_censor_date: dt.date | None = None
     ttnt_event_date: dt.date | None = None  # next line's start, or death
     ttnt_censor_date: dt.date | None = None  # last contact when neither
+
+
+class PatientBaseline(SQLModel, table=True):
+    """Table 1 covariates of one in-cohort patient at progression after CAR-T.
+
+    ``None`` means not recorded: nothing is guessed. Findings are "present",
+    "absent" (a refuted Condition) or None.
+    """
+
+    __tablename__ = "patient_baseline"
+    __table_args__ = (UniqueConstraint("site", "source_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    source_id: str
+    prior_lines: int | None = None  # regimens recorded before the CAR-T apheresis
+    del_17p: str | None = None
+    t_4_14: str | None = None
+    t_14_16: str | None = None
+    gain_1q: str | None = None
+    extramedullary: str | None = None
+    riss_stage: str | None = None  # I | II | III
+    ldh: float | None = None  # U/L, the last value in the window before progression
+    ldh_elevated: bool | None = None  # above the upper limit of normal in mappings/rules.toml

@@ -80,7 +80,7 @@ _PATIENT_OF = ("CASE WHEN x[1] = '\"Patient\"' THEN coalesce(x[2]->>'$', '') "
                "'(?:^|/)Patient/([A-Za-z0-9\\-.]{1,64})(?:/_history/[^/]+)?$', 1), '') END")
 _PATIENT_TYPES = ("'\"Patient\"', '\"MedicationAdministration\"', '\"Procedure\"', "
                   "'\"Observation\"', '\"MedicationRequest\"', '\"MedicationDispense\"', "
-                  "'\"MedicationStatement\"'")
+                  "'\"MedicationStatement\"', '\"Condition\"'")
 #: An Observation with a usable id: the lines whose code may decide they are dropped. An
 #: escaped or odd form does not match and the line goes to the raw store, which decides.
 _OBS_WITH_ID = ("(x[1] = '\"Observation\"' AND json_type(x[2]) = 'VARCHAR' "

@@ -26,7 +26,9 @@ from connector.extract.trim import ObservationTrim, default_trim
 WANTED_TYPES = frozenset(
     {"Patient", "MedicationAdministration", "Medication", "Procedure", "Observation",
      # oral drugs are mostly recorded as these (issue 15; connector/mapping/orders.py)
-     "MedicationRequest", "MedicationDispense", "MedicationStatement"}
+     "MedicationRequest", "MedicationDispense", "MedicationStatement",
+     # baseline covariates for Table 1 (issue 16; connector/mapping/conditions.py)
+     "Condition"}
 )
 
 BATCH_SIZE = 2000

@@ -42,7 +42,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 DEFAULT_SMART_SCOPE = " ".join(
     f"system/{t}.rs" for t in ("Patient", "MedicationAdministration", "MedicationRequest",
                                "MedicationDispense", "MedicationStatement", "Procedure",
-                               "Observation", "Medication"))
+                               "Observation", "Condition", "Medication"))
 RENEW_AT = 0.8  # renew when this fraction of the token's lifetime has passed
 ASSERTION_LIFETIME = 240  # seconds; SMART allows at most 300
 

@@ -42,13 +42,15 @@ from connector.fhir.limits import Limits
 #: Oral drugs (lenalidomide, pomalidomide, selinexor...) mostly come as a request, a dispense
 #: or a statement rather than an administration (connector/mapping/orders.py).
 ORDER_TYPES = ("MedicationRequest", "MedicationDispense", "MedicationStatement")
+#: Condition carries the baseline covariates of Table 1 (high-risk cytogenetics,
+#: extramedullary disease; connector/mapping/conditions.py).
 DEFAULT_RESOURCE_TYPES = ("Patient", "MedicationAdministration", *ORDER_TYPES, "Procedure",
-                          "Observation",
+                          "Observation", "Condition",
                           "Medication")
 #: Resources that may name their drug by a reference to a Medication.
 MEDICATION_USERS = frozenset({"MedicationAdministration", *ORDER_TYPES})
 PATIENT_TYPES = ("Patient", "MedicationAdministration", *ORDER_TYPES, "Procedure",
-                 "Observation")
+                 "Observation", "Condition")
 SCOPES = ("cohort", "all", "patients")
 AUTH_TYPES = ("none", "basic", "bearer", "client_credentials", "smart")
 

@@ -72,6 +72,8 @@ class CodeSets:
     coded_values: dict[tuple[str, str, str], str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
     lab_text: LabText = field(default_factory=LabText)  # text / below-limit M-protein
+    conditions: dict[tuple[str, str], str] = field(default_factory=dict)  # (ns, code) → finding
+    condition_names: PhraseIndex = field(default_factory=PhraseIndex)  # text → finding
     directory: Path = DEFAULT_DIR
 
     # -- derived helpers ---------------------------------------------------
@@ -202,6 +204,7 @@ def _load(directory: Path) -> CodeSets:
     for _, row in _rows(directory / "limits.csv", ("name", "value")):
         cs.limits[row["name"]] = row["value"]
     cs.lab_text = load_lab_text(directory / "lab_text.csv", _rows)
+    _load_conditions(cs, directory / "conditions.csv")
     return cs
 
 
@@ -330,3 +333,22 @@ def _load_coded_values(cs: CodeSets, path: Path) -> None:
             ns = _system_key(cs, path, lineno, row["system"])
             key = (row["analyte"], ns, normalize_code(ns, row["code"]))
         cs.coded_values[key] = row["value_code"]
+
+
+#: The baseline findings a Condition can carry (connector/mapping/conditions.py).
+FINDINGS = ("del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary")
+
+
+def _load_conditions(cs: CodeSets, path: Path) -> None:
+    for lineno, row in _rows(path, ("finding", "system", "code", "status")):
+        if row["finding"] not in FINDINGS:
+            raise CodeSetError(f"{path.name}:{lineno}: finding must be one of "
+                               f"{', '.join(FINDINGS)}")
+        if row["system"] == "text":
+            tokens = phrase_tokens(row["code"])
+            if not tokens:
+                raise CodeSetError(f"{path.name}:{lineno}: empty text")
+            cs.condition_names.add(tokens, row["finding"])
+            continue
+        ns = _system_key(cs, path, lineno, row["system"])
+        cs.conditions[(ns, normalize_code(ns, row["code"]))] = row["finding"]

@@ -21,6 +21,7 @@ import orjson
 
 from connector.keys import patient_key
 from connector.mapping.codesets import CodeSets
+from connector.mapping.conditions import CONDITION_TYPES, map_condition
 from connector.mapping.contact import LastRecords
 from connector.mapping.fhir import (
     Coding,
@@ -48,7 +49,8 @@ from connector.mapping.orders import ORDER_TYPES, map_order
 from connector.mapping.text import phrase_tokens
 from connector.mapping.validate import r4b_problem
 
-EVENT_TYPES = ("MedicationAdministration", *ORDER_TYPES, "Procedure", "Observation")
+EVENT_TYPES = ("MedicationAdministration", *ORDER_TYPES, "Procedure", "Observation",
+               *CONDITION_TYPES)
 GENDERS = frozenset({"male", "female", "other", "unknown"})
 _BIRTH_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 _COMPARATORS = frozenset({"<", "<=", ">=", ">"})
@@ -85,6 +87,7 @@ class SiteResult:
     exposures: list[Row] = field(default_factory=list)
     procedures: list[Row] = field(default_factory=list)
     labs: list[Row] = field(default_factory=list)
+    conditions: list[Row] = field(default_factory=list)
     quarantine: list[Row] = field(default_factory=list)
     unmapped: Counter = field(default_factory=Counter)  # UnmappedKey → resources
     unmapped_display: dict[UnmappedKey, str] = field(default_factory=dict)
@@ -184,6 +187,7 @@ class Drained:
     exposures: list[Row] = field(default_factory=list)
     procedures: list[Row] = field(default_factory=list)
     labs: list[Row] = field(default_factory=list)
+    conditions: list[Row] = field(default_factory=list)
     quarantine: list[Row] = field(default_factory=list)
     retract: dict[str, list[tuple]] = field(default_factory=dict)  # table → keys
 
@@ -212,6 +216,7 @@ class SiteMapper:
         self._exposures = _Candidates()
         self._procedures = _Candidates()
         self._labs = _Candidates()
+        self._conditions = _Candidates()
         self._validate_many = validate_many
         # Resources that passed the cheap checks, waiting for batch validation.
         self._pending: list[tuple[RawRow, dict, list[tuple[_Candidates, tuple, tuple, Row]]]] = []
@@ -228,6 +233,7 @@ class SiteMapper:
             "Procedure": self._procedure,
             "Observation": self._observation,
             **{t: partial(map_order, self) for t in ORDER_TYPES},
+            "Condition": partial(map_condition, self),
         }
 
     # -- entry points -------------------------------------------------------
@@ -271,6 +277,7 @@ class SiteMapper:
         result.counts.update({
             "patient": len(self.patients), "medication_exposure": len(self._exposures.held),
             "procedure_event": len(self._procedures.held), "lab_result": len(self._labs.held),
+            "condition_record": len(self._conditions.held),
             "quarantine": len(self._quarantined)})
         if self.collect:
             result.patients = sorted(self._patient_rows, key=lambda r: r["source_id"])
@@ -278,15 +285,17 @@ class SiteMapper:
             result.exposures = self._exposures.sorted_rows()
             result.procedures = self._procedures.sorted_rows()
             result.labs = self._labs.sorted_rows()
+            result.conditions = self._conditions.sorted_rows()
             result.quarantine = self._quarantine_rows
         result.duplicates = (self._exposures.duplicates + self._procedures.duplicates
-                             + self._labs.duplicates)
+                             + self._labs.duplicates + self._conditions.duplicates)
         return result
 
     def buffered(self) -> int:
         """Rows waiting to be drained."""
         return (len(self._patient_rows) + len(self._quarantine_rows) + len(self._labs.buffer)
-                + len(self._exposures.buffer) + len(self._procedures.buffer))
+                + len(self._exposures.buffer) + len(self._procedures.buffer)
+                + len(self._conditions.buffer))
 
     def drain(self) -> Drained:
         """Hand over the rows produced so far (a streaming mapper's writer calls this)."""
@@ -295,7 +304,8 @@ class SiteMapper:
         for table, candidates, rows in (
                 ("medication_exposure", self._exposures, out.exposures),
                 ("procedure_event", self._procedures, out.procedures),
-                ("lab_result", self._labs, out.labs)):
+                ("lab_result", self._labs, out.labs),
+                ("condition_record", self._conditions, out.conditions)):
             retract, drained = candidates.drain()
             rows.extend(drained)
             if retract:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from connector.db.fastinsert import insert_rows
 from connector.db.models import (
+    ConditionRecord,
     LabResult,
     MedicationExposure,
     Patient,
@@ -56,7 +57,7 @@ FIRST_PASS = ("Patient", "Medication")
 #: Below this many raw rows, validation stays in this process.
 PARALLEL_MIN_ROWS = 20000
 
-TABLES = ("patient", "medication_exposure", "procedure_event", "lab_result")
+TABLES = ("patient", "medication_exposure", "procedure_event", "lab_result", "condition_record")
 
 
 @dataclass
@@ -274,13 +275,15 @@ NATURAL_KEYS: dict[str, tuple[type, tuple[str, ...]]] = {
     "procedure_event": (ProcedureEvent, ("patient_source_id", "category", "performed_date",
                                          "product")),
     "lab_result": (LabResult, ("patient_source_id", "analyte", "effective_date")),
+    "condition_record": (ConditionRecord, ("patient_source_id", "finding", "onset_date",
+                                           "status")),
 }
 
 
 def clear_site_rows(conn: Connection, site: str) -> None:
     """Delete the site's normalized rows and map quarantine (inside the site's transaction)."""
     conn.execute(delete(Quarantine).where(Quarantine.site == site, Quarantine.stage == "map"))
-    for model in (LabResult, ProcedureEvent, MedicationExposure, Patient):
+    for model in (ConditionRecord, LabResult, ProcedureEvent, MedicationExposure, Patient):
         conn.execute(delete(model).where(model.site == site))
 
 
@@ -302,7 +305,8 @@ def write_drained(conn: Connection, site: str, out: Drained, now: dt.datetime) -
                 model.site == site,
                 *(getattr(model, col) == value for col, value in zip(columns, key, strict=True))))
     for model, rows in ((Patient, out.patients), (MedicationExposure, out.exposures),
-                        (ProcedureEvent, out.procedures), (LabResult, out.labs)):
+                        (ProcedureEvent, out.procedures), (LabResult, out.labs),
+                        (ConditionRecord, out.conditions)):
         insert_batches(conn, model, rows)
     insert_batches(conn, Quarantine, [dict(q, created_at=now) for q in out.quarantine])
 
@@ -315,7 +319,7 @@ def replace_site_rows(conn: Connection, site: str, result: SiteResult, *,
     touch_site(conn, site, now, create_site=create_site)
     write_drained(conn, site, Drained(
         patients=result.patients, exposures=result.exposures, procedures=result.procedures,
-        labs=result.labs, quarantine=result.quarantine), now)
+        labs=result.labs, conditions=result.conditions, quarantine=result.quarantine), now)
 
 
 def insert_batches(conn: Connection, model: type, rows: list[dict]) -> None:

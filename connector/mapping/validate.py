@@ -26,6 +26,7 @@ _MODULES = {
     "MedicationDispense": "medicationdispense",
     "MedicationStatement": "medicationstatement",
     "Medication": "medication",
+    "Condition": "condition",
 }
 _ZONELESS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from connector.synth import noise as noise_mod
 from connector.synth.course import Course
+from connector.synth.covariates import draw_covariates
 from connector.synth.fhir import FhirBuilder, site_name
 from connector.synth.params import DEFAULT_PARAMS, SynthParams
 from connector.synth.timeline import CohortPatient, build_no_car_t, build_non_bcma
@@ -87,7 +88,11 @@ def _course(slot: Slot, seed: int, params: SynthParams, site: str) -> Course:
     rng = random.Random(f"{seed}:{slot.kind}:{slot.number}:course")
     if slot.kind == "cohort":
         extra = random.Random(f"{seed}:{slot.kind}:{slot.number}:extra")
-        return CohortPatient(rng, params, site, extra).build(missing_labs=slot.missing_labs)
+        course = CohortPatient(rng, params, site, extra).build(missing_labs=slot.missing_labs)
+        # a stream of their own: the covariates leave every other draw unchanged
+        cov_rng = random.Random(f"{seed}:{slot.kind}:{slot.number}:covariates")
+        course.covariates = draw_covariates(course, cov_rng, params)
+        return course
     if slot.kind == "no_progression":
         return CohortPatient(rng, params, site).build_no_progression()
     if slot.kind == "no_car_t":

@@ -116,6 +116,10 @@ class Course:
     noise: list[NoiseItem] = field(default_factory=list)
     #: False when the death is sent as deceasedBoolean without its date (noise)
     death_date_known: bool = True
+    #: regimens recorded before the CAR-T apheresis (study patients)
+    prior_regimens: int | None = None
+    #: Table 1 covariates as recorded (connector/synth/covariates.py); empty when none drawn
+    covariates: dict = field(default_factory=dict)
 
     @property
     def in_cohort(self) -> bool:

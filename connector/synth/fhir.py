@@ -17,6 +17,7 @@ from typing import Any
 
 from connector.synth import catalog as cat
 from connector.synth.course import Assessment, Course, Dose, Proc, iso, ordinal
+from connector.synth.covariates import covariate_resources
 from connector.synth.names import address, person_name
 from connector.synth.params import SynthParams
 
@@ -363,6 +364,9 @@ class FhirBuilder:
         deferred: list[Emitted] = []
         for res in self._observations(course, subject, noise, deferred):
             out.append(("Observation", res, False))
+        # Table 1 covariates last: the draws of everything above stay as they were
+        out.extend((rtype, res, False) for rtype, res in
+                   covariate_resources(self, course, course.covariates, subject))
         out.extend(deferred)
         return pid, out
 

@@ -202,6 +202,29 @@ class SynthParams:
         "cyclo_pom_dex": 0.08, "asct": 0.04})
     p_daratumumab_sc: float = 0.6  # Darzalex Faspro rather than IV
 
+    # -- baseline covariates for Table 1 (assumptions; issue 16) ------------------------
+    #: Drawn per study patient from their own random stream, independently of the course
+    #: (so the calibrated outcomes do not move; subgroup hazard ratios near 1 are expected).
+    #: Share of patients whose myeloma FISH panel is on record (as Conditions: confirmed
+    #: when found, refuted when looked for and not found); the rest have none (not recorded).
+    p_fish_recorded: float = 0.8
+    #: Chance of each abnormality when the panel is on record (assumptions of the order
+    #: seen in relapsed/refractory myeloma series; not from the study).
+    p_del_17p: float = 0.2
+    p_t_4_14: float = 0.15
+    p_t_14_16: float = 0.05
+    p_gain_1q: float = 0.4
+    #: Extramedullary disease recorded (ICD-10-CM C90.2x Condition) before progression.
+    p_extramedullary: float = 0.25
+    #: R-ISS stage at diagnosis recorded (an Observation), and the stage mix when it is.
+    p_riss_recorded: float = 0.7
+    riss_probs: dict[str, float] = field(default_factory=lambda: {
+        "I": 0.25, "II": 0.55, "III": 0.2})
+    #: An LDH result within days of progression (lognormal, U/L).
+    p_ldh_recorded: float = 0.85
+    ldh_median: float = 220.0
+    ldh_sigma: float = 0.35
+
     # -- noise (only with noise=True; assumptions) -------------------------------------
     noise_no_car_t_fraction: float = 0.04  # ~3 of 79
     noise_non_bcma_car_t_fraction: float = 0.0127  # 1 of 79

@@ -361,7 +361,9 @@ class CohortPatient:
         product = index_product_key(rng, p)
         course.index_day = index
         course.index_product = cat.DRUGS[product].ingredient
-        self.used = set(prior_and_bridging(course, rng, p, index, product))
+        prior = prior_and_bridging(course, rng, p, index, product)
+        course.prior_regimens = len(prior)
+        self.used = set(prior)
         self.other_product = "cilta_cel" if product == "ide_cel" else "ide_cel"
         self.previous = frozenset({"cyclophosphamide", "fludarabine", course.index_product})
         track = LabTrack(rng, p, marker, self.cutoff)

@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any
 
 from connector.synth.course import Course, LineTruth, iso
+from connector.synth.covariates import truth_of
 
 EXCLUSION = {"cohort": None, "no_car_t": "no_car_t", "non_bcma_car_t": "non_bcma_car_t",
              "no_progression": "no_progression"}
@@ -93,5 +94,7 @@ def patient_truth(course: Course, source_id: str) -> dict[str, Any]:
         "birth_year": dt.date.fromordinal(course.birth_date).year,
         "sex": course.gender,
         "flc_only": course.flc_only if course.myeloma else None,
+        "prior_lines": course.prior_regimens if course.in_cohort else None,
+        "baseline": truth_of(course.covariates) if course.covariates else None,
         "lines": lines,
     }

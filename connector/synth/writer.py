@@ -11,7 +11,8 @@ import orjson
 from connector.synth.fhir import Emitted
 
 RESOURCE_TYPES = ("Patient", "MedicationAdministration", "MedicationRequest",
-                  "MedicationDispense", "MedicationStatement", "Procedure", "Observation")
+                  "MedicationDispense", "MedicationStatement", "Procedure", "Observation",
+                  "Condition")
 
 
 class NdjsonWriter:
