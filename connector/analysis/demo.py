@@ -67,6 +67,7 @@ def demo_frames(n_patients: int = 79, n_sites: int = 2, seed: int = 7,
         })
         lines.extend(_patient_lines(rng, site, source_id, f"k{seed}_{i:05d}", progression,
                                     end, died))
+    _add_covariates(patients, np.random.default_rng([seed, 16]))
     for j in range(n_excluded):
         reason = ("no_car_t", "non_bcma_car_t", "no_progression")[j % 3]
         patients.append({"site": sites[j % n_sites], "source_id": f"x{j:05d}",
@@ -102,3 +103,20 @@ def _patient_lines(rng: np.random.Generator, site: str, source_id: str, key: str
         number += 1
         line_start = line_end + dt.timedelta(days=int(rng.integers(7, 45)))
     return rows
+
+
+def _add_covariates(patients: list[dict], rng: np.random.Generator) -> None:
+    """Table 1 covariates (issue 16) from a stream of their own, so the outcomes above do
+    not move; about one in six of each is left not recorded (None)."""
+    for row in patients:
+        tested = rng.random() < 0.8
+        for name, chance in (("del_17p", 0.2), ("t_4_14", 0.15), ("t_14_16", 0.05),
+                             ("gain_1q", 0.4)):
+            hit = rng.random() < chance
+            row[name] = ("present" if hit else "absent") if tested else None
+        row["extramedullary"] = "present" if rng.random() < 0.25 else None
+        row["riss_stage"] = str(rng.choice(["I", "II", "III"])) if rng.random() < 0.7 else None
+        ldh = float(round(rng.lognormal(np.log(220), 0.35))) if rng.random() < 0.85 else None
+        row["ldh"] = ldh
+        row["ldh_elevated"] = None if ldh is None else ldh > 250
+        row["prior_lines"] = int(rng.integers(1, 7)) if rng.random() < 0.9 else None

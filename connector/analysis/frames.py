@@ -25,6 +25,10 @@ PATIENT_COLUMNS = [
     "index_date", "progression_date", "progression_basis", "death_date", "last_contact_date",
     "birth_year", "sex", "deceased",
 ]
+#: Table 1 covariates (patient_baseline; None = not recorded). Findings are
+#: "present" / "absent"; ``riss_stage`` I / II / III; ``ldh`` in U/L.
+FINDINGS = ["del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary"]
+BASELINE_COLUMNS = ["prior_lines", *FINDINGS, "riss_stage", "ldh", "ldh_elevated"]
 PATIENT_DATES = ["index_date", "progression_date", "death_date", "last_contact_date"]
 LINE_COLUMNS = [
     "site", "source_id", "patient_key", "line", "start_date", "end_date", "drugs",
@@ -60,10 +64,10 @@ def _text(series: pd.Series) -> pd.Series:
 def normalize_patients(patients: pd.DataFrame) -> pd.DataFrame:
     """Every patient column present with one dtype per column, rows in key order."""
     frame = patients.copy()
-    for col in PATIENT_COLUMNS:
+    for col in PATIENT_COLUMNS + BASELINE_COLUMNS:
         if col not in frame.columns:
             frame[col] = True if col == "in_cohort" else None
-    frame = frame[PATIENT_COLUMNS]
+    frame = frame[PATIENT_COLUMNS + BASELINE_COLUMNS]
     _dates(frame, PATIENT_DATES)
     for col in ("site", "source_id", "patient_key", "exclusion_reason", "index_product",
                 "progression_basis", "sex"):
@@ -74,6 +78,12 @@ def normalize_patients(patients: pd.DataFrame) -> pd.DataFrame:
         lambda v: bool(v) if isinstance(v, bool | int | np.bool_) else False)
         | frame["death_date"].notna()).astype(bool)
     frame["birth_year"] = pd.to_numeric(frame["birth_year"], errors="coerce").astype("Int64")
+    frame["prior_lines"] = pd.to_numeric(frame["prior_lines"], errors="coerce").astype("Int64")
+    frame["ldh"] = pd.to_numeric(frame["ldh"], errors="coerce").astype("float64")
+    for col in [*FINDINGS, "riss_stage"]:
+        frame[col] = _text(frame[col])
+    frame["ldh_elevated"] = frame["ldh_elevated"].astype(object).map(
+        lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else bool(v))
     return frame.sort_values(KEY, kind="mergesort").reset_index(drop=True)
 
 
@@ -106,11 +116,14 @@ def normalize_lines(lines: pd.DataFrame) -> pd.DataFrame:
 
 def load_tables(engine: Engine) -> tuple[pd.DataFrame, pd.DataFrame]:
     """cohort_patient (every patient) and therapy_line, normalised."""
-    from connector.db.models import CohortPatient, TherapyLine
+    from connector.db.models import CohortPatient, PatientBaseline, TherapyLine
 
     with engine.connect() as conn:
         patients = pd.read_sql(select(CohortPatient.__table__), conn)
         lines = pd.read_sql(select(TherapyLine.__table__), conn)
+        baseline = pd.read_sql(select(PatientBaseline.__table__), conn)
+    baseline = baseline[[*KEY, *[c for c in BASELINE_COLUMNS if c in baseline.columns]]]
+    patients = patients.merge(baseline, on=KEY, how="left")
     return normalize_patients(patients), normalize_lines(lines)
 
 
@@ -137,12 +150,15 @@ def frames_from_ground_truth(
         pkey = record.get("patient_key") or patient_key(site, source_id, key_secret)
         row = {col: record.get(col) for col in PATIENT_COLUMNS}
         row.update(site=site, source_id=source_id, patient_key=pkey, in_cohort=in_cohort)
+        row.update({k: v for k, v in (record.get("baseline") or {}).items()
+                    if k in BASELINE_COLUMNS})
+        row["prior_lines"] = record.get("prior_lines")
         patient_rows.append(row)
         for line in record.get("lines") or []:
             line_row = {col: line.get(col) for col in LINE_COLUMNS}
             line_row.update(site=site, source_id=source_id, patient_key=pkey)
             line_rows.append(line_row)
-    patients = pd.DataFrame(patient_rows, columns=PATIENT_COLUMNS)
+    patients = pd.DataFrame(patient_rows, columns=PATIENT_COLUMNS + BASELINE_COLUMNS)
     lines = pd.DataFrame(line_rows, columns=LINE_COLUMNS)
     return normalize_patients(patients), normalize_lines(lines)
 

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from connector.analysis.describe import describe_cohort, excluded_counts
+from connector.analysis.flow import patient_flow
 from connector.analysis.frames import CohortFrames, cohort_frames
 from connector.analysis.nexttreatment import next_treatment_results, per_site_counts
 from connector.analysis.rates import fisher_between, rate_of, rates_by
@@ -33,6 +34,7 @@ from connector.analysis.survival import (
     reverse_km_median,
     time_varying_tce_cox,
 )
+from connector.analysis.table1 import table1
 
 CLASSES = ["tce", "non_tce"]
 TCE_KINDS = ["bispecific", "car_t"]
@@ -255,6 +257,8 @@ def analyze_frames(patients: pd.DataFrame, lines: pd.DataFrame,
         "tce": _tce(cf, s, fits),
         "os": os_detail,
         **next_treatment_results(cf.lines, s.alpha),
+        "table1": table1(cf.patients),
+        "patient_flow": patient_flow(cf.all_patients, cf.patients),
     }
     return Analysis(results=results, patients=cf.patients, lines=cf.lines,
                     all_patients=cf.all_patients, fits=fits, landmark=mark, settings=s)

@@ -14,6 +14,7 @@ from connector.analysis.results import Analysis
 from connector.report.content import TITLE, build_sections
 from connector.report.document import Image, Section, Table, to_html, to_markdown
 from connector.report.plots import draw_all
+from connector.report.study_figures import draw_study_figures
 from connector.report.tables import LINES_CSV, PATIENTS_CSV, write_tables
 
 RESULTS_JSON = "results.json"
@@ -38,6 +39,9 @@ def write_report(analysis: Analysis, out_dir: Path,
     written = [results_path, *write_tables(analysis.patients, analysis.lines, out_dir)]
     images = draw_all(analysis, out_dir)
     written += list(images.values())
+    study = draw_study_figures(analysis, out_dir)  # patient flow, forest plot (issue 16)
+    images.update(study)
+    written += [f for p in study.values() for f in (p, p.with_suffix(".svg"))]
     names = sorted([p.name for p in written] + ["report.md", "report.html"])
     sections = build_sections(analysis, images, list(extra_sections), names)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"

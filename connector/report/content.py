@@ -12,8 +12,10 @@ from typing import Any
 from connector.analysis.results import Analysis
 from connector.report import formatting as fmt
 from connector.report.document import Image, Section, Table
+from connector.report.flow import flow_section
 from connector.report.nexttreatment import next_treatment_section
 from connector.report.published import SOURCE, comparison_rows
+from connector.report.table1 import table1_section
 
 TITLE = "Outcomes of salvage therapy after progression on BCMA CAR-T"
 CLASS_NAMES = {"overall": "all", "tce": "TCE", "non_tce": "non-TCE"}
@@ -239,7 +241,8 @@ def _files(written: list[str]) -> Section:
 def build_sections(analysis: Analysis, images: dict[str, Path],
                    extra_sections: list[Section], files: list[str]) -> list[Section]:
     r = analysis.results
-    return [_summary(r), _main_results(r), _comparison(r), _cohort(r),
+    return [_summary(r), _main_results(r), _comparison(r), flow_section(r, images),
+            table1_section(r), _cohort(r),
             _first_line(r, images), _all_lines(r, images), next_treatment_section(r),
             _os(r, analysis, images),
             _swimmer(analysis, images), _excluded(r), *extra_sections, _methods(analysis),

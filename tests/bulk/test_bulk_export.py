@@ -74,8 +74,8 @@ def test_patient_level_export_fetches_the_referenced_medications_by_id(engine, b
     _bulk(engine, bulk_server.base_url, bulk_level="patient")
     (job,) = _jobs(engine)
     assert "Medication," not in job.request_key and "patient" in job.request_key
-    assert ["_type", "MedicationAdministration,MedicationDispense,MedicationRequest,"
-            "MedicationStatement,Observation,Patient,Procedure"] in [
+    assert ["_type", "Condition,MedicationAdministration,MedicationDispense,"
+            "MedicationRequest,MedicationStatement,Observation,Patient,Procedure"] in [
         [k, ",".join(sorted(v.split(",")))] for k, v in orjson.loads(job.kickoff_params)]
     meds = {rid for (t, rid) in _raw(engine) if t == "Medication"}
     assert meds == {"med-cilta", "med-dex"}  # referenced; med-unused is not

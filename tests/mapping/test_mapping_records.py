@@ -273,7 +273,8 @@ def test_one_site_is_mapped_without_touching_the_other(engine):
 def test_summary_line(engine):
     load(engine, _resources())
     text = str(run_map(engine))
-    assert text.startswith("patient 2, medication_exposure 2, procedure_event 1, lab_result 1;")
+    assert text.startswith("patient 2, medication_exposure 2, procedure_event 1, lab_result 1, "
+                           "condition_record 0;")
     assert "1 quarantined" in text and "(site_a)" in text
 
 
