@@ -5,12 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from connector.report.document import Image, Section, Table  # noqa: E402
+from connector.report.document import Image, Section, Table
 
 FLOW_PNG = "patient_flow.png"
 DPI = 300
@@ -42,7 +39,8 @@ def flow_section(r: dict[str, Any], images: dict[str, Path]) -> Section:
 def flow_diagram(r: dict[str, Any], path: Path) -> Path:
     """Boxes down the left for the steps, exclusions to the right (CONSORT layout)."""
     steps = r["patient_flow"]["overall"]["steps"]
-    fig, ax = plt.subplots(figsize=(8, 1.3 * len(steps) + 0.4))
+    fig = Figure(figsize=(8, 1.3 * len(steps) + 0.4))
+    ax = fig.subplots()
     ax.set_xlim(0, 10)
     ax.set_ylim(0, len(steps))
     ax.axis("off")
@@ -63,5 +61,4 @@ def flow_diagram(r: dict[str, Any], path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
     fig.savefig(path.with_suffix(".svg"), format="svg", metadata={"Date": None})
-    plt.close(fig)
     return path

@@ -20,8 +20,9 @@ def test_same_seed_gives_identical_bytes(tmp_path: Path) -> None:
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert sorted(a) == ["ground_truth.json"] + [
         f"{site}/{t}.ndjson" for site in ("site_a", "site_b")
-        for t in ("Condition", "MedicationAdministration", "MedicationDispense", "MedicationRequest",
-                  "MedicationStatement", "Observation", "Patient", "Procedure")]
+        for t in ("Condition", "MedicationAdministration", "MedicationDispense",
+                  "MedicationRequest", "MedicationStatement", "Observation", "Patient",
+                  "Procedure")]
     assert a == b
 
 
