@@ -28,7 +28,8 @@ PATIENT_COLUMNS = [
 #: Table 1 covariates (patient_baseline; None = not recorded). Findings are
 #: "present" / "absent"; ``riss_stage`` I / II / III; ``ldh`` in U/L.
 FINDINGS = ["del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary"]
-BASELINE_COLUMNS = ["prior_lines", *FINDINGS, "riss_stage", "ldh", "ldh_elevated"]
+BASELINE_COLUMNS = ["prior_lines", *FINDINGS, "riss_stage", "ldh", "ldh_elevated",
+                    "lab_interval_days"]
 PATIENT_DATES = ["index_date", "progression_date", "death_date", "last_contact_date"]
 LINE_COLUMNS = [
     "site", "source_id", "patient_key", "line", "start_date", "end_date", "drugs",
@@ -79,7 +80,8 @@ def normalize_patients(patients: pd.DataFrame) -> pd.DataFrame:
         | frame["death_date"].notna()).astype(bool)
     frame["birth_year"] = pd.to_numeric(frame["birth_year"], errors="coerce").astype("Int64")
     frame["prior_lines"] = pd.to_numeric(frame["prior_lines"], errors="coerce").astype("Int64")
-    frame["ldh"] = pd.to_numeric(frame["ldh"], errors="coerce").astype("float64")
+    for col in ("ldh", "lab_interval_days"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     for col in [*FINDINGS, "riss_stage"]:
         frame[col] = _text(frame[col])
     frame["ldh_elevated"] = frame["ldh_elevated"].astype(object).map(

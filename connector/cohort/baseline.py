@@ -11,6 +11,8 @@ covariate the site never recorded stays empty ("not recorded" in the report).
 - R-ISS stage: the last ``riss_stage`` Observation in the same window.
 - LDH: the value nearest progression within ``ldh_days_before``/``ldh_days_after``,
   elevated above ``ldh_upper_limit``.
+- Lab density: the median days between successive M-protein or FLC result dates from
+  progression on (the data completeness section of the report).
 - Prior lines: regimens recorded before the index CAR-T's apheresis (else before the
   lymphodepletion window), split by a pause of ``prior_pause_days`` with no myeloma
   drug or a new drug after the line window. Steroids and lymphodepletion do not
@@ -36,6 +38,8 @@ from connector.db.models import (
     ProcedureEvent,
 )
 
+#: the labs whose spacing measures how densely response was followed
+DENSITY_ANALYTES = ("serum_m_protein", "urine_m_protein", "kappa_flc", "lambda_flc")
 FINDINGS = ("del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary")
 _NOT_REGIMEN = frozenset({"steroid", "lymphodepletion"})
 
@@ -86,6 +90,15 @@ def nearest(values: list[tuple[dt.date, float | str | None]], day: dt.date, befo
     return min(inside, key=lambda t: (t[0], t[1]))[2] if inside else None
 
 
+def median_interval(days: list[dt.date]) -> float | None:
+    """Median of the gaps between successive sorted dates; None with fewer than two."""
+    gaps = sorted((b - a).days for a, b in zip(days, days[1:], strict=False))
+    if not gaps:
+        return None
+    mid = len(gaps) // 2
+    return float(gaps[mid]) if len(gaps) % 2 else (gaps[mid - 1] + gaps[mid]) / 2
+
+
 def _by_patient(conn: Connection, stmt, key_index: int = 0) -> dict[str, list[tuple]]:  # noqa: ANN001
     out: dict[str, list[tuple]] = defaultdict(list)
     for row in conn.execute(stmt):
@@ -121,7 +134,8 @@ def _site_rows(conn: Connection, site: str, patients: list, rules: Rules) -> lis
     labs = _by_patient(conn, select(
         LabResult.patient_source_id, LabResult.analyte, LabResult.effective_date,
         LabResult.value, LabResult.value_code).where(
-        LabResult.site == site, LabResult.analyte.in_(("ldh", "riss_stage")),
+        LabResult.site == site, LabResult.analyte.in_(("ldh", "riss_stage",
+                                                       *DENSITY_ANALYTES)),
         LabResult.patient_source_id.in_(cohort_ids)))
     harvests = _by_patient(conn, select(
         ProcedureEvent.patient_source_id, ProcedureEvent.performed_date).where(
@@ -136,7 +150,7 @@ def _site_rows(conn: Connection, site: str, patients: list, rules: Rules) -> lis
     for _, pid, index, progression in patients:
         row: dict = {"site": site, "source_id": pid, "prior_lines": None,
                      **dict.fromkeys(FINDINGS), "riss_stage": None, "ldh": None,
-                     "ldh_elevated": None}
+                     "ldh_elevated": None, "lab_interval_days": None}
         if index is not None:
             cut = max((d for _, d in harvests.get(pid, []) if d <= index),
                       default=index - dt.timedelta(days=rules.lymphodepletion.max_days_before))
@@ -158,5 +172,8 @@ def _site_rows(conn: Connection, site: str, patients: list, rules: Rules) -> lis
                           progression, b.ldh_days_before, b.ldh_days_after)
             row["ldh"] = ldh
             row["ldh_elevated"] = None if ldh is None else bool(float(ldh) > b.ldh_upper_limit)
+            row["lab_interval_days"] = median_interval(sorted(
+                {r[2] for r in labs.get(pid, [])
+                 if r[1] in DENSITY_ANALYTES and r[2] >= progression}))
         out.append(row)
     return out

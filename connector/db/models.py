@@ -373,3 +373,6 @@ class PatientBaseline(SQLModel, table=True):
     riss_stage: str | None = None  # I | II | III
     ldh: float | None = None  # U/L, the last value in the window before progression
     ldh_elevated: bool | None = None  # above the upper limit of normal in mappings/rules.toml
+    #: median days between successive M-protein or free-light-chain results from
+    #: progression on (data completeness); None with fewer than two such dates
+    lab_interval_days: float | None = None

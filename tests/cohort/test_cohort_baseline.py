@@ -71,3 +71,15 @@ def test_fixture_baseline_matches_ground_truth(built_engine):
     assert {r["del_17p"] for r in rows.values()} == {"present", "absent", None}
     assert {r["riss_stage"] for r in rows.values()} == {"I", "II", "III", None}
     assert {r["extramedullary"] for r in rows.values()} == {"present", None}
+
+
+def test_median_interval_between_lab_dates():
+    from connector.cohort.baseline import median_interval
+
+    days = [D(2021, 1, 1), D(2021, 1, 29), D(2021, 2, 26), D(2021, 4, 23)]
+    assert median_interval(days) == 28.0  # gaps 28, 28, 56
+    assert median_interval(days[:3] + [D(2021, 3, 5)]) == 28.0
+    assert median_interval([D(2021, 1, 1), D(2021, 1, 11), D(2021, 2, 10), D(2021, 2, 20)
+                            ]) == 10.0
+    assert median_interval(days[:2] + [D(2021, 3, 1)]) == 29.5  # gaps 28, 31
+    assert median_interval(days[:1]) is None

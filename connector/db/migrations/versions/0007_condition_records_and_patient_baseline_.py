@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("riss_stage", sa.String(), nullable=True),
         sa.Column("ldh", sa.Float(), nullable=True),
         sa.Column("ldh_elevated", sa.Boolean(), nullable=True),
+        sa.Column("lab_interval_days", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("site", "source_id"),
     )
