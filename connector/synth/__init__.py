@@ -89,15 +89,17 @@ def _course(slot: Slot, seed: int, params: SynthParams, site: str) -> Course:
     if slot.kind == "cohort":
         extra = random.Random(f"{seed}:{slot.kind}:{slot.number}:extra")
         course = CohortPatient(rng, params, site, extra).build(missing_labs=slot.missing_labs)
-        # a stream of their own: the covariates leave every other draw unchanged
-        cov_rng = random.Random(f"{seed}:{slot.kind}:{slot.number}:covariates")
-        course.covariates = draw_covariates(course, cov_rng, params)
-        return course
-    if slot.kind == "no_progression":
-        return CohortPatient(rng, params, site).build_no_progression()
-    if slot.kind == "no_car_t":
-        return build_no_car_t(rng, params, site, with_harvest=slot.number == 0)
-    return build_non_bcma(rng, params, site)
+    elif slot.kind == "no_progression":
+        course = CohortPatient(rng, params, site).build_no_progression()
+    elif slot.kind == "no_car_t":
+        course = build_no_car_t(rng, params, site, with_harvest=slot.number == 0)
+    else:
+        course = build_non_bcma(rng, params, site)
+    # a stream of their own: the covariates leave every other draw unchanged; patients
+    # outside the cohort have them too, so a cohort-scoped extraction must leave theirs out
+    cov_rng = random.Random(f"{seed}:{slot.kind}:{slot.number}:covariates")
+    course.covariates = draw_covariates(course, cov_rng, params)
+    return course
 
 
 def simulate(n_patients: int, n_sites: int, seed: int, noise: bool = True,

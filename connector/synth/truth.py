@@ -95,6 +95,6 @@ def patient_truth(course: Course, source_id: str) -> dict[str, Any]:
         "sex": course.gender,
         "flc_only": course.flc_only if course.myeloma else None,
         "prior_lines": course.prior_regimens if course.in_cohort else None,
-        "baseline": truth_of(course.covariates) if course.covariates else None,
+        "baseline": truth_of(course.covariates) if course.in_cohort else None,
         "lines": lines,
     }

@@ -442,8 +442,9 @@ def test_rest_extraction_into_postgresql(loaded_server, cohort_data, pg_url):
         assert first.read == len(raw) > 0 and again.read == 0
         assert {rid for (t, rid) in raw if t == "Patient"} == set(cohort_data["car_t"])
         with Session(engine) as s:
-            # eight types (with the oral-drug request, dispense and statement), the screen
+            # nine types (with the oral-drug request, dispense and statement, and Condition),
+            # the screen
             # and the Observation filter (connector.extract.trim)
-            assert len(s.exec(select(SyncState)).scalars().all()) == 10
+            assert len(s.exec(select(SyncState)).scalars().all()) == 11
     finally:
         engine.dispose()
