@@ -77,7 +77,16 @@ def _cohort(r: dict[str, Any]) -> Section:
     return Section("Cohort", [Table(["characteristic", "value"], rows)])
 
 
-def _first_line(r: dict[str, Any], images: dict[str, Path]) -> Section:
+def km_caption(title: str, min_at_risk: int, extra: str = "") -> str:
+    """A Kaplan–Meier figure's caption: its title, what is drawn and where curves stop."""
+    cut = (f" Each curve stops when fewer than {lb.plural(min_at_risk, 'patient')} remain "
+           "at risk." if min_at_risk > 1 else "")
+    return (f"{title}. Kaplan–Meier estimate with 95% band; ticks mark censored "
+            f"observations; dashed lines mark the median.{extra}{cut} Numbers at risk "
+            "below.")
+
+
+def _first_line(r: dict[str, Any], images: dict[str, Path], min_at_risk: int) -> Section:
     d = r["first_line_detail"]
     rows = []
     for g in ("overall", "tce", "non_tce"):
@@ -107,8 +116,10 @@ def _first_line(r: dict[str, Any], images: dict[str, Path]) -> Section:
                "median PFS"], rows),
         tests,
         Image(images["first_line_pfs"].name,
-              "Kaplan–Meier PFS of the first salvage line by class, 95% bands, "
-              "numbers at risk below")])
+              km_caption("Progression-free survival of the first salvage line, TCE vs "
+                         "non-TCE", min_at_risk,
+                         " Hazard ratio (Cox, stratified by site) and log-rank p as in "
+                         "the text."))])
 
 
 def _all_lines(r: dict[str, Any], images: dict[str, Path]) -> Section:
@@ -143,11 +154,14 @@ def _all_lines(r: dict[str, Any], images: dict[str, Path]) -> Section:
                       "chemotherapy; an IMiD and/or proteasome inhibitor; other."),
         Table(["TCE kind", "lines", "ORR (≥PR)", "median PFS"], kind_rows), kind_text,
         Image(images["responses"].name,
-              "Response rates with exact 95% CIs (x/n above each bar): first line by class, "
-              "and all lines by subclass (blue: TCE, orange: non-TCE)")])
+              "Response rates with exact 95% CIs (x/n above each bar). A: first salvage "
+              "line, overall response (≥PR, solid) and ≥VGPR (hatched) by class. B: "
+              "overall response of all lines by regimen class, TCE classes (blue) then "
+              "non-TCE classes (orange).")])
 
 
-def _os(r: dict[str, Any], analysis: Analysis, images: dict[str, Path]) -> Section:
+def _os(r: dict[str, Any], analysis: Analysis, images: dict[str, Path],
+        min_at_risk: int) -> Section:
     o = r["os"]
     lm = o["landmark"]
     months = analysis.settings.landmark_months
@@ -189,11 +203,15 @@ def _os(r: dict[str, Any], analysis: Analysis, images: dict[str, Path]) -> Secti
                   "or last-contact date and are left out of OS.")
     return Section("Overall survival from progression after CAR-T", [
         Table(["group", "median OS"], rows), tests, bias,
-        Image(images["os"].name, "Kaplan–Meier OS from progression after BCMA CAR-T"),
+        Image(images["os"].name,
+              km_caption("Overall survival from progression after BCMA CAR-T", min_at_risk)),
         Image(images["os_ever_tce"].name,
-              "OS by ever receiving a TCE line — naive grouping, subject to immortal-time bias"),
+              km_caption("Overall survival by ever receiving a TCE line — naive grouping, "
+                         "subject to immortal-time bias", min_at_risk,
+                         " The hazard ratio shares the bias.")),
         Image(images["os_landmark"].name,
-              f"OS from a {months:g}-month landmark by TCE started before the landmark")])
+              km_caption(f"Overall survival from a {months:g}-month landmark, by TCE started "
+                         "before the landmark", min_at_risk))])
 
 
 def _swimmer(analysis: Analysis, images: dict[str, Path]) -> Section:
@@ -201,10 +219,13 @@ def _swimmer(analysis: Analysis, images: dict[str, Path]) -> Section:
     note = (f" With {n} patients, a fixed subset of {limit} (chosen by pseudonymous key "
             "order, so the same on every run) is drawn." if n > limit else "")
     return Section("Treatment course", [
-        "One bar per patient from progression after CAR-T to death or last contact, with a "
-        "segment per line coloured by class; crosses mark line progression events, squares "
-        f"deaths and arrows patients alive at last contact.{note}",
-        Image(images["swimmer"].name, "Swimmer plot of lines after progression")])
+        "One row per patient from progression after CAR-T to death or last contact. Each "
+        "line is a bar coloured by its regimen class, from its start to the next line's "
+        "start or its progression, whichever came first; a symbol on the bar marks the "
+        "line's best response, a black tick a progression, a triangle a CAR-T infusion, a "
+        f"cross death and an arrow a patient alive at last contact.{note}",
+        Image(images["swimmer"].name,
+              "Treatment course after progression on BCMA CAR-T (swimmer plot)")])
 
 
 def _excluded(r: dict[str, Any]) -> Section:
@@ -245,10 +266,11 @@ def _files(written: list[str]) -> Section:
 
 
 def build_sections(analysis: Analysis, images: dict[str, Path],
-                   extra_sections: list[Section], files: list[str]) -> list[Section]:
+                   extra_sections: list[Section], files: list[str],
+                   min_at_risk: int = 1) -> list[Section]:
     r = analysis.results
     return [_summary(r), _comparison(r), _cohort(r),
-            _first_line(r, images), _all_lines(r, images), next_treatment_section(r),
-            _os(r, analysis, images),
+            _first_line(r, images, min_at_risk), _all_lines(r, images), next_treatment_section(r),
+            _os(r, analysis, images, min_at_risk),
             _swimmer(analysis, images), _excluded(r), *extra_sections, _methods(analysis),
             _files(files)]

@@ -18,10 +18,10 @@ PATIENTS_HEADER = ("site,source_id,patient_key,birth_year,sex,index_product,inde
                    "progression_date,death_date,last_contact_date")
 LINES_HEADER = ("site,source_id,patient_key,line,start_date,end_date,drugs,therapy_class,"
                 "subclass,best_response,pfs_event_date,pfs_censor_date")
+FIGURES = ("km_first_line_pfs", "km_os", "km_os_by_ever_tce", "km_os_landmark", "swimmer",
+           "response_rates")
 EXPECTED_FILES = {"results.json", "report.md", "report.html", "patients.csv",
-                  "therapy_lines.csv", "km_first_line_pfs.png", "km_os.png",
-                  "km_os_by_ever_tce.png", "km_os_landmark.png", "swimmer.png",
-                  "response_rates.png"}
+                  "therapy_lines.csv", *(f"{f}.{kind}" for f in FIGURES for kind in ("png", "svg"))}
 ISO_OR_EMPTY = re.compile(r"^(\d{4}-\d{2}-\d{2})?$")
 
 
@@ -80,7 +80,7 @@ def test_same_data_same_bytes(tmp_path):
                             tmp_path / "b")
     for a, b in zip(first, shuffled, strict=True):
         assert a.name == b.name
-        if a.suffix in {".json", ".csv", ".md", ".png", ".html"}:
+        if a.suffix in {".json", ".csv", ".md", ".png", ".svg", ".html"}:
             assert a.read_bytes() == b.read_bytes(), a.name
 
 
@@ -96,9 +96,8 @@ def test_markdown_sections_and_published_comparison(report):
     assert "| 43.4% (denominator likely ~76 evaluable patients) |" in md
     assert "Immortal-time bias" in md
     assert "| no CAR-T infusion recorded | 4 |" in md
-    for png in EXPECTED_FILES:
-        if png.endswith(".png"):
-            assert f"]({png})" in md
+    for figure in FIGURES:
+        assert f"]({figure}.png)" in md and f"([SVG]({figure}.svg))" in md
 
 
 def test_html_is_self_contained(report):
@@ -106,7 +105,7 @@ def test_html_is_self_contained(report):
     html = (out / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', html)
     assert len(sources) == 6
-    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert all(s.startswith("data:image/svg+xml;base64,") for s in sources)
     assert "http://" not in html and "https://" not in html
     assert "<table>" in html and "Excluded patients" in html
 
