@@ -66,7 +66,9 @@ def _unmapped_section(engine: Engine, out: Path):  # noqa: ANN202
     path = out / "unmapped_codes.csv"
     n = write_unmapped(engine, path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False).head(30)
-    text = (f"{n} code(s) seen in the extracted resources are not in mappings/ "
+    frame.columns = [str(c).replace("_", " ") for c in frame.columns]  # words, not codes
+    text = (f"{n} {'code' if n == 1 else 'codes'} seen in the extracted resources "
+            f"{'is' if n == 1 else 'are'} not in the mapping files "
             f"(all of them in unmapped_codes.csv; the 30 most frequent below). "
             "Add the ones that matter to the study to the code sets, with a source."
             if n else "Every code seen in the extracted resources is mapped or known.")

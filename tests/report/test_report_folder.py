@@ -87,7 +87,7 @@ def test_same_data_same_bytes(tmp_path):
 def test_markdown_sections_and_published_comparison(report):
     _, out, _ = report
     md = (out / "report.md").read_text()
-    for heading in ("## Main results", "## Comparison with the published study", "## Cohort",
+    for heading in ("## Summary", "## Comparison with the published study", "## Cohort",
                     "## First salvage line", "## All lines after progression",
                     "## Overall survival from progression after CAR-T", "## Treatment course",
                     "## Excluded patients", "## Methods and definitions"):
@@ -95,7 +95,7 @@ def test_markdown_sections_and_published_comparison(report):
     assert "| 17.9 mo (95% CI 14.0–NE) |" in md
     assert "| 43.4% (denominator likely ~76 evaluable patients) |" in md
     assert "Immortal-time bias" in md
-    assert "| no_car_t | 4 |" in md
+    assert "| no CAR-T infusion recorded | 4 |" in md
     for png in EXPECTED_FILES:
         if png.endswith(".png"):
             assert f"]({png})" in md
@@ -119,7 +119,7 @@ def test_not_reached_median_is_said(tmp_path):
     assert analysis.results["os_median_months"]["n"] == 40
     write_report(analysis, tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "| Median OS from progression | not reached (95% CI" in md
+    assert "| All patients | not reached (95% CI" in md
 
 
 def test_extra_sections_hook(tmp_path):
@@ -176,5 +176,20 @@ def test_next_treatment_section_and_completeness_line(report):
     ttnt = analysis.results["time_to_next_treatment"]["first_line"]["median_months"]["overall"]
     assert f"n={ttnt['n']}, {ttnt['events']} events" in md
     counts = analysis.results["cohort"]["new_line_fallback_by_site"]
-    site, n = sorted(counts.items())[0]
-    assert f"{site}: {n} by new-line fallback" in md
+    assert not any(counts.values())  # the demo dates every progression by labs ...
+    assert "new-line fallback" not in md  # ... so no "0 patients" sentence is written
+
+
+def test_completeness_line_names_sites_and_counts(tmp_path):
+    patients, lines = demo_frames(30, seed=5)
+    first_site = sorted(patients["site"].unique())[0]
+    chosen = patients.index[patients["site"] == first_site][:3]
+    patients.loc[chosen, "progression_basis"] = "new_line_fallback"
+    analysis = analyze_frames(patients, lines)
+    counts = analysis.results["cohort"]["new_line_fallback_by_site"]
+    assert counts[first_site] == 3
+    write_report(analysis, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    shown = first_site.replace("_", " ").title()
+    assert f"{shown}: 3 patients with the progression date from the new-line fallback" in md
+    assert "0 patients with" not in md and "0 deaths" not in md
