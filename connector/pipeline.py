@@ -41,13 +41,18 @@ def derive(engine: Engine, *, site: str | None = None, progress: Progress | None
 
 
 def analyze(engine: Engine, out: Path, *, progress: Progress | None = None) -> dict[str, Any]:
-    """Analyse the derived cohort and write the report folder; returns results.json's content."""
+    """Analyse the derived cohort and write the report folder; returns results.json's content.
+
+    The folder is written beside ``out`` first and its files moved in one by one
+    (``connector.atomic``), so a failed run leaves the previous report whole.
+    """
     from connector.analysis import run_analysis
+    from connector.atomic import staged_folder
     from connector.report import write_report
 
     analysis = run_analysis(engine)
-    out.mkdir(parents=True, exist_ok=True)
-    write_report(analysis, out, extra_sections=[_unmapped_section(engine, out)])
+    with staged_folder(out) as stage:
+        write_report(analysis, stage, extra_sections=[_unmapped_section(engine, stage)])
     return analysis.results
 
 

@@ -20,9 +20,11 @@ from sqlalchemy.engine import Connection, Dialect
 
 from connector.db.fastinsert import PLACEHOLDERS
 from connector.db.models import Quarantine, RawResource
+from connector.extract.checks import is_resource_type, unknown_type_reason
 from connector.extract.trim import ObservationTrim, default_trim
 
-#: The resource types the study reads; other types are counted and skipped.
+#: The resource types the study reads; other FHIR types are counted and skipped, and a
+#: ``resourceType`` that is no FHIR type is quarantined (connector/extract/checks.py).
 WANTED_TYPES = frozenset(
     {"Patient", "MedicationAdministration", "Medication", "Procedure", "Observation",
      # oral drugs are mostly recorded as these (issue 15; connector/mapping/orders.py)
@@ -133,9 +135,20 @@ class Rejected:
     rtype: str | None = None
 
 
-#: What ``prepare`` makes of one input: a resource to store, a rejection, or the name of
-#: a resource type the study does not read (counted as skipped).
-Prepared = _Pending | Rejected | str
+@dataclass(slots=True)
+class Nested:
+    """A Bundle met where a resource was expected (e.g. one line of NDJSON): its entries
+    are loaded (connector/extract/bundle.py)."""
+
+    bundle: dict
+    raw: bytes | None
+    site: str
+    source: str
+
+
+#: What ``prepare`` makes of one input: a resource to store, a rejection, a Bundle to
+#: open, or the name of a resource type the study does not read (counted as skipped).
+Prepared = _Pending | Rejected | Nested | str
 
 
 def prepare_raw(raw: bytes, *, site: str, source: str,
@@ -162,7 +175,12 @@ def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
     if not isinstance(rtype, str) or not rtype:
         return Rejected(raw or orjson.dumps(resource), "missing resourceType", site, source)
     if rtype not in WANTED_TYPES:
-        return rtype
+        if rtype == "Bundle":
+            return Nested(resource, raw, site, source)
+        if is_resource_type(rtype):
+            return rtype
+        return Rejected(raw or orjson.dumps(resource), unknown_type_reason(rtype), site,
+                        source)
     if not isinstance(rid, str) or not rid or len(rid) > 64:
         return Rejected(raw or orjson.dumps(resource), "missing or invalid id", site, source,
                         rtype)
@@ -213,6 +231,8 @@ class RawStore:
         self.counts = StoreCounts()
         self._pending: dict[tuple[str, str, str], _Pending] = {}
         self._fetched_at = _utcnow()
+        #: Bundles being opened (connector/extract/bundle.py bounds the nesting)
+        self.bundle_depth = 0
 
     # -- input ------------------------------------------------------------
 
@@ -234,9 +254,15 @@ class RawStore:
                             trim=self.trim))
 
     def accept(self, item: Prepared) -> None:
-        """Take one prepared input: queue a resource, count a skipped type, or quarantine."""
+        """Take one prepared input: queue a resource, count a skipped type, open a Bundle,
+        or quarantine."""
         if isinstance(item, str):
             self.counts.skipped[item] += 1
+            return
+        if isinstance(item, Nested):
+            from connector.extract.bundle import load_bundle
+
+            load_bundle(self, item.bundle, site=item.site, source=item.source, raw=item.raw)
             return
         if isinstance(item, Rejected):
             self.quarantine(item.raw, site=item.site, source=item.source, reason=item.reason,
