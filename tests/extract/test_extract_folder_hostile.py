@@ -168,3 +168,43 @@ def test_the_same_id_twice_with_other_content(tmp_path, clean, split):
                               .scalar_one())
     assert kept["effectiveDateTime"] == "2021-01-01"  # the losing copy, whole
     assert counts["Observation"]["conflicts"] == 1
+
+
+REFUSED = "http://hospital.example/fhir/StructureDefinition/patient-refused"
+
+
+def _modified() -> list[dict]:
+    """Events the study would map, each carrying a modifier extension somewhere."""
+    modifier = [{"url": REFUSED, "valueBoolean": True}]
+    return [
+        _admin("ma9", "p1", date="2022-08-01", modifierExtension=modifier),
+        _admin("ma8", "p2", date="2022-08-02",
+               dosage={"text": "1 mg", "modifierExtension": modifier}),
+        _lab("o9", "p2", 3.3, date="2022-08-03",
+             component=[{"code": {"text": "part"}, "modifierExtension": modifier}]),
+    ]
+
+
+def test_unknown_modifier_extensions_quarantine_the_resource(tmp_path, clean):
+    engine, _, mapped = _run(tmp_path, "modifiers", {"r.ndjson": [*_clean(), *_modified()]})
+    assert snapshot(engine, NORMALIZED) == clean
+    rows = _quarantine(engine)
+    assert [(r[0], r[2]) for r in rows] == [("map", "ma8"), ("map", "ma9"), ("map", "o9")]
+    assert {r[3] for r in rows} == {
+        f"unknown modifierExtension (not in mappings/modifier_extensions.csv): {REFUSED}"}
+    assert mapped.quarantined == 3
+
+
+def test_a_modifier_listed_in_mappings_is_mapped(tmp_path, monkeypatch):
+    import shutil
+
+    from connector.mapping.codesets import DEFAULT_DIR
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(DEFAULT_DIR, folder)
+    with (folder / "modifier_extensions.csv").open("a") as fh:
+        fh.write(f"{REFUSED},MedicationAdministration,test only,unconfirmed,this test\n")
+    monkeypatch.setenv("COHORT_MAPPINGS_DIR", str(folder))
+    engine, _, mapped = _run(tmp_path, "allowed", {"r.ndjson": [*_clean(), *_modified()]})
+    assert mapped.rows["medication_exposure"] == 5  # ma8 and ma9 too
+    assert [r[2] for r in _quarantine(engine)] == ["o9"]  # listed for administrations only
