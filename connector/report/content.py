@@ -122,19 +122,21 @@ def _first_line(r: dict[str, Any], images: dict[str, Path], min_at_risk: int) ->
                          "the text."))])
 
 
-def _all_lines(r: dict[str, Any], images: dict[str, Path]) -> Section:
+def _all_lines(r: dict[str, Any], analysis: Analysis, images: dict[str, Path]) -> Section:
     a, t = r["all_lines"], r["tce"]
+    lines = analysis.lines
+    tce = set(lines.loc[lines["therapy_class"] == "tce", "subclass"]) if len(lines) else set()
     rows = [[CLASS_NAMES[g], fmt.pct(a["orr_by_class"][g]),
              fmt.pct(a["vgpr_or_better_by_class"][g]), fmt.pct(a["cr_or_better_by_class"][g]),
              fmt.median(a["pfs_median_months_by_class"][g])]
             for g in ("overall", "tce", "non_tce")]
-    sub_rows = [[lb.name(s, lb.SUBCLASS_NAMES), str(a["lines_by_subclass"][s]),
-                 fmt.pct(a["orr_by_subclass"][s]),
-                 fmt.median(a["pfs_median_months_by_subclass"][s])]
-                for s in sorted(a["orr_by_subclass"])]
+    # TCE regimen classes first, then non-TCE (as in the figure), each by name
+    order = sorted(a["orr_by_subclass"],
+                   key=lambda s: (s not in tce, lb.name(s, lb.SUBCLASS_NAMES).lower()))
+    sub_rows = [[lb.name(s, lb.SUBCLASS_NAMES), "TCE" if s in tce else "non-TCE",
+                 str(a["lines_by_subclass"][s]), fmt.pct(a["orr_by_subclass"][s]),
+                 fmt.median(a["pfs_median_months_by_subclass"][s])] for s in order]
     bv = t["bispecific_vs_car_t"]
-    kind_rows = [[lb.TCE_KIND_NAMES[k], str(bv["n_lines"][k]), fmt.pct(bv["orr"][k]),
-                  fmt.median(bv["pfs_median_months"][k])] for k in ("bispecific", "car_t")]
     text = (f"Lines of one patient are pooled, so these CIs treat lines as independent and are "
             f"somewhat narrow. TCE vs non-TCE over all lines: ORR Fisher "
             f"{fmt.p_value(a['orr_fisher_tce_vs_non_tce']['p'])}; PFS log-rank "
@@ -142,17 +144,23 @@ def _all_lines(r: dict[str, Any], images: dict[str, Path]) -> Section:
             f"{fmt.hazard_ratio(a['pfs_cox_tce_vs_non_tce'])}. Patients responding (≥PR) to "
             f"at least one TCE line, among those with an evaluable TCE line: "
             f"{fmt.pct(t['patient_response_evaluable'])} (published: 91.4%, 32 of 35).")
-    kind_text = (f"Bispecific vs CAR-T lines: ORR Fisher {fmt.p_value(bv['orr_fisher']['p'])}; "
-                 f"PFS log-rank {fmt.p_value(bv['pfs_logrank']['p'])}.")
+    kind_text = ""
+    if bv["n_lines"]["bispecific"] and bv["n_lines"]["car_t"]:
+        kind_text = (f"Bispecific antibody lines of any target "
+                     f"({lb.plural(bv['n_lines']['bispecific'], 'line')}): ORR "
+                     f"{fmt.pct(bv['orr']['bispecific'])}, median PFS "
+                     f"{fmt.median(bv['pfs_median_months']['bispecific'])}; against CAR-T "
+                     f"lines (in the table): ORR Fisher {fmt.p_value(bv['orr_fisher']['p'])}, "
+                     f"PFS log-rank {fmt.p_value(bv['pfs_logrank']['p'])}.")
     return Section("All lines after progression", [
         Table(["class", "ORR (≥PR)", "≥VGPR", "≥CR", "median PFS"], rows), text,
-        Table(["regimen class", "lines", "ORR (≥PR)", "median PFS"], sub_rows,
+        Table(["regimen class", "class", "lines", "ORR (≥PR)", "median PFS"], sub_rows,
               caption="Regimen class: the first that applies of CAR-T (any target); a BCMA, "
                       "GPRC5D or FcRH5 bispecific antibody; autologous stem-cell transplant; "
                       "a BCMA antibody–drug conjugate; an XPO1 inhibitor; a BCL-2 inhibitor; "
                       "an anti-CD38 antibody; an anti-SLAMF7 antibody; cytotoxic "
                       "chemotherapy; an IMiD and/or proteasome inhibitor; other."),
-        Table(["TCE kind", "lines", "ORR (≥PR)", "median PFS"], kind_rows), kind_text,
+        *([kind_text] if kind_text else []),
         Image(images["responses"].name,
               "Response rates with exact 95% CIs (x/n above each bar). A: first salvage "
               "line, overall response (≥PR, solid) and ≥VGPR (hatched) by class. B: "
@@ -270,7 +278,8 @@ def build_sections(analysis: Analysis, images: dict[str, Path],
                    min_at_risk: int = 1) -> list[Section]:
     r = analysis.results
     return [_summary(r), _comparison(r), _cohort(r),
-            _first_line(r, images, min_at_risk), _all_lines(r, images), next_treatment_section(r),
+            _first_line(r, images, min_at_risk), _all_lines(r, analysis, images),
+            next_treatment_section(r),
             _os(r, analysis, images, min_at_risk),
             _swimmer(analysis, images), _excluded(r), *extra_sections, _methods(analysis),
             _files(files)]

@@ -117,6 +117,10 @@ def test_no_table_printed_twice(report):
     assert len(tables) == len(set(tables))
     rows = [line for t in tables for line in t.splitlines()[2:]]
     assert len(rows) == len(set(rows)), [r for r in rows if rows.count(r) > 1]
+    # nor the same figures under another label (e.g. a CAR-T row in two tables)
+    values = [tuple(cell.strip() for cell in row.split("|")[2:-1]) for row in rows]
+    values = [v for v in values if len(v) >= 2 and any("CI" in cell for cell in v)]
+    assert len(values) == len(set(values)), [v for v in values if values.count(v) > 1]
 
 
 def test_helpers():
