@@ -37,8 +37,24 @@ SourceOpt = typer.Option(
     ..., "--source", "-s",
     help="A folder of NDJSON/Bundle files (searched recursively), a FHIR base URL "
          "(http://…/fhir), or a site config file (*.toml).")
-SiteOpt = typer.Option(None, "--site", help="Site name for the data (default: from the "
-                       "folder layout or the config file).")
+
+
+def _site_names(value: str | list[str] | None) -> str | list[str] | None:
+    """Refuse a ``--site`` that could escape a folder (``..``, ``a/b``) before anything runs."""
+    from connector.sitename import BadSiteName, check_site_name
+
+    for name in [value] if isinstance(value, str) else (value or []):
+        try:
+            check_site_name(name, what="--site")
+        except BadSiteName as exc:
+            raise typer.BadParameter(str(exc).removeprefix("--site "), param_hint="'--site'"
+                                     ) from None
+    return value
+
+
+SiteOpt = typer.Option(None, "--site", callback=_site_names,
+                       help="Site name for the data (default: from the folder layout or the "
+                            "config file).")
 DbOpt = typer.Option("sqlite:///cohort.db", "--db", envvar="COHORT_DB",
                      help="Database URL: sqlite:///FILE or postgresql://…")
 OutOpt = typer.Option(Path("report"), "--out", "-o", help="Report folder.")
@@ -134,6 +150,7 @@ def run(
     """Run every stage: extract, map, derive, analyze, and write the report folder."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
     extra.update({"loader": loader} if loader else {})
+    _preflight(source, site, bulk=bool(extra.get("bulk")), out=out)
     progress = _progress(quiet)
     engine = _open(db)
     with _locked(engine, source, site):
@@ -152,6 +169,7 @@ def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt
     """Extract FHIR resources from the source into the raw store (with provenance)."""
     extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
     extra.update({"loader": loader} if loader else {})
+    _preflight(source, site, bulk=bool(extra.get("bulk")))
     engine = _open(db)
     with _locked(engine, source, site):
         _run_extract(engine, source, site, _progress(quiet), scope=scope, **extra)
@@ -189,6 +207,7 @@ def derive(site: str | None = SiteOpt, db: str = DbOpt, quiet: bool = QuietOpt) 
 @app.command()
 def analyze(db: str = DbOpt, out: Path = OutOpt, quiet: bool = QuietOpt) -> None:
     """Analyse outcomes and write the report folder (results.json, report.html, CSVs, plots)."""
+    _preflight(out=out)
     _run_analyze(_open(db), out, _progress(quiet))
 
 
@@ -201,7 +220,8 @@ def merge(
     into: str = typer.Option(..., "--into", envvar="COHORT_CENTRAL_DB",
                              help="The database to merge into: postgresql://… (central) or "
                                   "sqlite:///FILE (a share file to send)."),
-    site: list[str] = typer.Option(None, "--site", help="Merge only this site (repeatable)."),
+    site: list[str] = typer.Option(
+        None, "--site", callback=_site_names, help="Merge only this site (repeatable)."),
     date_shift_days: int = DateShiftOpt,
     allow_unkeyed: bool = AllowUnkeyedOpt,
     quiet: bool = QuietOpt,
@@ -248,7 +268,8 @@ def export_cmd(
                                     "this PostgreSQL schema (postgresql://…?options="
                                     "-csearch_path%3DSCHEMA) instead of CSV files."),
     db: str = DbOpt,
-    site: list[str] = typer.Option(None, "--site", help="Export only this site (repeatable)."),
+    site: list[str] = typer.Option(
+        None, "--site", callback=_site_names, help="Export only this site (repeatable)."),
     date_shift_days: int = DateShiftOpt,
     allow_unkeyed: bool = AllowUnkeyedOpt,
     quiet: bool = QuietOpt,
@@ -270,6 +291,8 @@ def export_cmd(
     if out is None and into is None:
         _fail("give --out DIR" + (" or --into postgresql://…" if fmt == "omop" else ""),
               EXIT_USAGE)
+    if out is not None:
+        _preflight(out=out)
     engine = _open(db)
     options = {"sites": site or None, "date_shift_days": date_shift_days,
                "allow_unkeyed": allow_unkeyed, "progress": _progress(quiet)}
@@ -313,7 +336,8 @@ def share(
     out: Path = typer.Option(..., "--out", "-o", help="The share file to write "
                              "(e.g. site_a.agg.json)."),
     db: str = DbOpt,
-    site: list[str] = typer.Option(None, "--site", help="Only this site (repeatable)."),
+    site: list[str] = typer.Option(
+        None, "--site", callback=_site_names, help="Only this site (repeatable)."),
     min_cell: int = typer.Option(5, "--min-cell", min=0,
                                  help="Small-cell threshold: counts from 1 to N-1 are not "
                                       "published (event tables coarsened, counts withheld); "
@@ -351,6 +375,7 @@ def pool_cmd(
     """
     from connector.federated import PoolRefused, load_share, pool, write_pooled
 
+    _preflight(out=out)
     try:
         pooled = pool([load_share(path) for path in shares])
     except PoolRefused as exc:
@@ -364,7 +389,8 @@ def pool_cmd(
 @app.command()
 def status(
     db: str = DbOpt,
-    site: list[str] = typer.Option(None, "--site", help="Only this site (repeatable)."),
+    site: list[str] = typer.Option(
+        None, "--site", callback=_site_names, help="Only this site (repeatable)."),
     runs: int = typer.Option(5, "--runs", help="How many recent runs to show per site."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     fail_on_error: bool = typer.Option(
@@ -388,6 +414,20 @@ def status(
 
 
 # ----------------------------------------------------------------- helpers
+
+
+def _preflight(source: str | None = None, site: str | None = None, *, bulk: bool = False,
+               out: Path | None = None) -> None:
+    """Check the source and the output before anything is created; exit 2 if one is wrong."""
+    from connector.preflight import PreflightError, check_out_folder, check_source
+
+    try:
+        if source is not None:
+            check_source(source, site, bulk=bulk)
+        if out is not None:
+            check_out_folder(out)
+    except PreflightError as exc:
+        _fail(str(exc), EXIT_USAGE)
 
 
 @contextmanager

@@ -41,13 +41,18 @@ def derive(engine: Engine, *, site: str | None = None, progress: Progress | None
 
 
 def analyze(engine: Engine, out: Path, *, progress: Progress | None = None) -> dict[str, Any]:
-    """Analyse the derived cohort and write the report folder; returns results.json's content."""
+    """Analyse the derived cohort and write the report folder; returns results.json's content.
+
+    The folder is written beside ``out`` first and its files moved in one by one
+    (``connector.atomic``), so a failed run leaves the previous report whole.
+    """
     from connector.analysis import run_analysis
+    from connector.atomic import staged_folder
     from connector.report import write_report
 
     analysis = run_analysis(engine)
-    out.mkdir(parents=True, exist_ok=True)
-    write_report(analysis, out, extra_sections=[_unmapped_section(engine, out)])
+    with staged_folder(out) as stage:
+        write_report(analysis, stage, extra_sections=[_unmapped_section(engine, stage)])
     return analysis.results
 
 
@@ -61,7 +66,9 @@ def _unmapped_section(engine: Engine, out: Path):  # noqa: ANN202
     path = out / "unmapped_codes.csv"
     n = write_unmapped(engine, path)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False).head(30)
-    text = (f"{n} code(s) seen in the extracted resources are not in mappings/ "
+    frame.columns = [str(c).replace("_", " ") for c in frame.columns]  # words, not codes
+    text = (f"{n} {'code' if n == 1 else 'codes'} seen in the extracted resources "
+            f"{'is' if n == 1 else 'are'} not in the mapping files "
             f"(all of them in unmapped_codes.csv; the 30 most frequent below). "
             "Add the ones that matter to the study to the code sets, with a source."
             if n else "Every code seen in the extracted resources is mapped or known.")

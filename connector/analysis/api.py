@@ -108,7 +108,7 @@ class Cohort:
         """OS from a landmark by TCE started before it (default: the settings' landmark)."""
         mark = landmark_os(self.view.patients, months or self.settings.landmark_months,
                            self.settings.alpha)
-        return mark.results()
+        return mark.results(self.settings.alpha, self.settings.cox_min_events)
 
     def os_tce_time_varying(self) -> dict[str, Any]:
         """Cox HR of death with TCE exposure as a time-varying covariate."""

@@ -217,10 +217,13 @@ def _os(cf: CohortFrames, s: AnalysisSettings,
         "n_not_usable": int((~cf.patients["os_valid"]).sum()),
         "median_months_by_ever_tce": {k: v.as_estimate() for k, v in by_tce.items()},
         "ever_tce_logrank": logrank(valid, "os_months", "os_event", "group"),
+        # naive (immortal-time biased) like the grouping it describes; for its figure only
+        "ever_tce_cox": cox_hazard_ratio(valid, "os_months", "os_event", "ever_tce",
+                                         alpha=s.alpha, min_events=s.cox_min_events),
         # reverse KM: its "events" would be censorings, so only the median and n are kept
         "follow_up_median_months": {k: {**contract(v.as_estimate()), "reached": v.reached}
                                     for k, v in follow_up.items()},
-        "landmark": mark.results(),
+        "landmark": mark.results(s.alpha, s.cox_min_events),
         "tce_time_varying_cox": time_varying_tce_cox(cf.patients, alpha=s.alpha,
                                                      min_events=s.cox_min_events),
     }

@@ -273,7 +273,7 @@ class Landmark:
     fits: dict[str, KMResult]
     n_not_at_risk: int  # died or lost to follow-up before the landmark
 
-    def results(self) -> dict[str, Any]:
+    def results(self, alpha: float = 0.05, min_events: int = 10) -> dict[str, Any]:
         test = logrank(self.frame.assign(group=np.where(self.frame["tce_by_landmark"],
                                                         "tce", "non_tce")),
                        "os_from_landmark", "os_event", "group")
@@ -281,7 +281,11 @@ class Landmark:
                 "n_not_at_risk_at_landmark": self.n_not_at_risk,
                 "median_months_from_landmark": {k: v.as_estimate()
                                                 for k, v in self.fits.items()},
-                "logrank": test}
+                "logrank": test,
+                # the hazard ratio printed on the landmark figure beside the log-rank p
+                "cox": cox_hazard_ratio(self.frame, "os_from_landmark", "os_event",
+                                        "tce_by_landmark", alpha=alpha,
+                                        min_events=min_events)}
 
 
 def landmark_os(patients: pd.DataFrame, months: float, alpha: float = 0.05) -> Landmark:

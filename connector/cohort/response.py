@@ -109,7 +109,8 @@ def best_response(book: LabBook, start: dt.date, next_start: dt.date | None,
     if base.method(r) is None:
         return "NE", "no measurable disease at baseline"
     found = assessments(book, base, start, next_start, r)
-    if len(found) < 2:
+    # a confirmed PD read on the next line's first day is the line's own (readings_until)
+    if len(found) < 2 and pd_date is None:
         return "NE", "fewer than two assessments"
     usable = [a for a in found if pd_date is None or a.day < pd_date]
     cr_ok, missing = _cr_evidence(book, base, start, next_start, r)

@@ -1,7 +1,8 @@
 """The embedded default source: a folder of NDJSON and Bundle JSON files.
 
 Files are found recursively: ``*.ndjson``, ``*.ndjson.gz``, ``*.jsonl`` (one
-resource a line) and ``*.json`` (a Bundle or a single resource). NDJSON is
+resource a line; a line holding a Bundle has its entries loaded) and ``*.json`` (a
+Bundle or a single resource). NDJSON is
 streamed line by line, so memory stays flat however large the file.
 
 The site of a file is the name of its first folder below the source root
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from connector.extract.bundle import load_bundle
 from connector.extract.store import RawStore
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
@@ -88,31 +90,7 @@ def load_file(store: RawStore, path: Path, *, site: str, source: str) -> int:
         store.quarantine(raw, site=site, source=source, reason=f"invalid JSON file: {exc}")
         return 1
     if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
-        return _load_bundle(store, doc, site=site, source=source)
+        return load_bundle(store, doc, site=site, source=source, raw=raw)
     store.add(doc, site=site, source=source, raw=raw)
     return 1
 
-
-def _load_bundle(store: RawStore, bundle: dict, *, site: str, source: str) -> int:
-    n = 0
-    for entry in bundle.get("entry") or []:
-        n += 1
-        if not isinstance(entry, dict):
-            store.quarantine(orjson.dumps(entry), site=site, source=source,
-                             reason="Bundle entry is not an object")
-            continue
-        request = entry.get("request") or {}
-        if isinstance(request, dict) and request.get("method") == "DELETE":
-            url = str(request.get("url", ""))
-            if "/" in url:
-                rtype, rid = url.split("/", 1)
-                store.mark_deleted(site=site, resource_type=rtype, resource_id=rid,
-                                   source=source)
-            continue
-        resource = entry.get("resource")
-        if resource is None:
-            store.quarantine(orjson.dumps(entry), site=site, source=source,
-                             reason="Bundle entry without resource")
-            continue
-        store.add(resource, site=site, source=source)
-    return n

@@ -86,14 +86,22 @@ def write_pooled(pooled: Pooled, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "pooled_results.json", out / "pooled_report.md", out / "pooled_km.csv"]
     written[0].write_text(json.dumps(pooled.results, indent=2) + "\n", encoding="utf-8")
-    written[1].write_text(summary_markdown(pooled.results), encoding="utf-8")
     rows = [row for name, fits in pooled.fits.items() for group, fit in fits.items()
             for row in curve_rows(name, group, fit)]
     pd.DataFrame(rows, columns=["analysis", "group", "time_months", "at_risk", "events",
                                 "censored", "survival", "ci_low", "ci_high"]).to_csv(
         written[2], index=False)
+    figures: list[str] = []
     for name, fits in pooled.fits.items():
         curves = [Curve(LABELS.get(g, g.replace("_", " ")), fit, COLORS.get(g, "#333333"))
                   for g, fit in fits.items() if g != "overall" or len(fits) == 1]
-        written.append(km_plot(curves, TITLES[name], "months", out / f"km_{name}.png"))
+        png = km_plot(curves, TITLES[name], "months", out / f"km_{name}.png")
+        written += [png, png.with_suffix(".svg")]
+        figures.append(f"![{TITLES[name]}]({png.name})\n\n*{TITLES[name]}* "
+                       f"([SVG]({png.with_suffix('.svg').name}))")
+    # the figures carry no title (as in the site report): their captions say what they are
+    text = summary_markdown(pooled.results)
+    if figures:
+        text += "\n## Figures\n\n" + "\n\n".join(figures) + "\n"
+    written[1].write_text(text, encoding="utf-8")
     return sorted(written)

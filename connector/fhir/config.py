@@ -35,8 +35,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from connector.fhir.config_model import check_types
 from connector.fhir.errors import SiteConfigError
 from connector.fhir.limits import Limits
+from connector.sitename import site_name_problem
 
 #: The resource types the study reads, in the order a cohort run fetches them.
 #: Oral drugs (lenalidomide, pomalidomide, selinexor...) mostly come as a request, a dispense
@@ -142,6 +144,8 @@ class SiteConfig:
         problems: list[str] = []
         if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", self.name or ""):
             problems.append(f"name {self.name!r}: use letters, digits, '_', '-', '.'")
+        elif site_name_problem(self.name):
+            problems.append(f"name {self.name!r}: {site_name_problem(self.name)}")
         parts = urlsplit(self.base_url or "")
         if parts.scheme not in ("http", "https") or not parts.hostname:
             problems.append("base_url must be an http(s) URL")
@@ -236,6 +240,9 @@ def load_site_config(path: str | Path) -> SiteConfig:
 
 
 def config_from_dict(data: dict[str, Any], *, where: str = "site config") -> SiteConfig:
+    """The config ``data`` (a parsed TOML file) describes; SiteConfigError names each key
+    that is unknown, missing, a secret's value, or of the wrong type (``config_model``)."""
+    given = data
     data = dict(data)
     auth = _section(data.pop("auth", {}), AuthConfig, f"{where} [auth]", secrets=True)
     retry = _section(data.pop("retry", {}), RetryConfig, f"{where} [retry]")
@@ -247,6 +254,7 @@ def config_from_dict(data: dict[str, Any], *, where: str = "site config") -> Sit
     for key in ("name", "base_url"):
         if not data.get(key):
             raise SiteConfigError(f"{where}: '{key}' is required")
+    check_types(given, where)
     if "resource_types" in data:
         data["resource_types"] = tuple(data["resource_types"])
     data["base_url"] = str(data["base_url"]).rstrip("/")

@@ -1,4 +1,4 @@
-"""Analysis → report folder: results.json, CSVs, PNG figures, report.md, report.html.
+"""Analysis → report folder: results.json, CSVs, figures (PNG + SVG), report.md, report.html.
 
 Nothing in the folder carries a timestamp, so the same database gives the same
 results.json and CSVs byte for byte (and, on one installation, the same figures).
@@ -14,6 +14,7 @@ from connector.analysis.results import Analysis
 from connector.report.content import TITLE, build_sections
 from connector.report.document import Image, Section, Table, to_html, to_markdown
 from connector.report.plots import draw_all
+from connector.report.settings import report_rules
 from connector.report.study_figures import draw_study_figures
 from connector.report.tables import LINES_CSV, PATIENTS_CSV, write_tables
 
@@ -37,15 +38,16 @@ def write_report(analysis: Analysis, out_dir: Path,
     results_path = out_dir / RESULTS_JSON
     results_path.write_text(results_text(analysis.results), encoding="utf-8")
     written = [results_path, *write_tables(analysis.patients, analysis.lines, out_dir)]
-    images = draw_all(analysis, out_dir)
-    written += list(images.values())
+    rules = report_rules()
+    images = draw_all(analysis, out_dir, rules.km_min_at_risk)
     study = draw_study_figures(analysis, out_dir)  # patient flow, forest plot (issue 16)
     images.update(study)
-    written += [f for p in study.values() for f in (p, p.with_suffix(".svg"))]
+    written += [f for png in images.values() for f in (png, png.with_suffix(".svg"))]
     names = sorted([p.name for p in written] + ["report.md", "report.html"])
-    sections = build_sections(analysis, images, list(extra_sections), names)
+    sections = build_sections(analysis, images, list(extra_sections), names,
+                              rules.km_min_at_risk)
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
-    md_path.write_text(to_markdown(TITLE, sections), encoding="utf-8")
+    md_path.write_text(to_markdown(TITLE, sections, out_dir), encoding="utf-8")
     html_path.write_text(to_html(TITLE, sections, out_dir), encoding="utf-8")
     written += [md_path, html_path]
     return sorted(written, key=lambda p: p.name)

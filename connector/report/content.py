@@ -11,6 +11,7 @@ from typing import Any
 
 from connector.analysis.results import Analysis
 from connector.report import formatting as fmt
+from connector.report import labels as lb
 from connector.report.document import Image, Section, Table
 from connector.report.flow import flow_section
 from connector.report.nexttreatment import next_treatment_section
@@ -18,41 +19,32 @@ from connector.report.published import SOURCE, comparison_rows
 from connector.report.table1 import table1_section
 
 TITLE = "Outcomes of salvage therapy after progression on BCMA CAR-T"
-CLASS_NAMES = {"overall": "all", "tce": "TCE", "non_tce": "non-TCE"}
+CLASS_NAMES = lb.CLASS_NAMES
 
 
 def _summary(r: dict[str, Any]) -> Section:
     excluded = sum(r["excluded"].values())
-    text = (f"{r['n_patients']} patients from {r['n_sites']} site(s) progressed after a BCMA "
-            f"CAR-T infusion and form the cohort; they received {r['n_lines']} lines of "
-            f"therapy after that progression. {excluded} further patient(s) were seen but "
-            "excluded (see 'Excluded patients'). TCE (T-cell engaging therapy) means a "
-            "bispecific antibody or a subsequent CAR-T of any target. Rates are shown with "
-            "exact 95% CIs and x/n; medians in months (30.4375 days) with 95% CIs; 'NE' marks a "
-            "confidence bound that cannot be estimated and 'not reached' a median the "
-            "Kaplan–Meier curve has not fallen to.")
-    return Section("Summary", [text])
-
-
-def _main_results(r: dict[str, Any]) -> Section:
     first = r["first_line_detail"]
-    rows = []
-    for group in ("overall", "tce", "non_tce"):
-        rows.append([f"First-line ORR (≥PR), {CLASS_NAMES[group]}", fmt.pct(first["orr"][group])])
-    for group in ("overall", "tce", "non_tce"):
-        rows.append([f"First-line ≥VGPR, {CLASS_NAMES[group]}",
-                     fmt.pct(first["vgpr_or_better"][group])])
-    for group in ("overall", "tce", "non_tce"):
-        rows.append([f"First-line median PFS, {CLASS_NAMES[group]}",
-                     fmt.median(first["pfs_median_months"][group])])
-    rows.append(["Median OS from progression", fmt.median(r["os"]["median_months"])])
-    for group, name in (("tce", "ever TCE"), ("non_tce", "never TCE")):
-        rows.append([f"Median OS, {name} (naive grouping)",
-                     fmt.median(r["os"]["median_months_by_ever_tce"][group])])
-    return Section("Main results", [
-        "The estimates of results.json's contract keys. ORR and ≥VGPR count evaluable lines "
-        "(best response other than NE); see 'Methods and definitions'.",
-        Table(["measure", "estimate"], rows)])
+    text = (f"{lb.plural(r['n_patients'], 'patient')} from {lb.plural(r['n_sites'], 'site')} "
+            "progressed after a BCMA CAR-T infusion and form the cohort; they received "
+            f"{lb.plural(r['n_lines'], 'line')} of therapy after that progression.")
+    if excluded:
+        text += (f" {lb.plural(excluded, 'further patient')} "
+                 f"{'was' if excluded == 1 else 'were'} seen but excluded (see 'Excluded "
+                 "patients').")
+    if r["n_patients"]:
+        pfs = fmt.median(first["pfs_median_months"]["overall"])
+        text += (f" The first salvage line gave a response (≥PR) in "
+                 f"{fmt.pct(first['orr']['overall'])} of evaluable patients, with a median "
+                 f"progression-free survival of {pfs}; median overall survival from "
+                 "progression was "
+                 f"{fmt.median(r['os']['median_months'])}.")
+    notation = ("TCE (T-cell engaging therapy) means a bispecific antibody or a subsequent "
+                "CAR-T of any target. Rates are shown with exact 95% CIs and x/n; medians in "
+                "months (30.4375 days) with 95% CIs; 'NE' marks a confidence bound that cannot "
+                "be estimated and 'not reached' a median the Kaplan–Meier curve has not "
+                "fallen to.")
+    return Section("Summary", [text, notation])
 
 
 def _comparison(r: dict[str, Any]) -> Section:
@@ -71,10 +63,12 @@ def _cohort(r: dict[str, Any]) -> Section:
     rows = [
         ["Patients", str(n)],
         ["Age at CAR-T, years (from birth year)", fmt.spread(c["age_at_car_t_years"], 0)],
-        ["Sex", fmt.tally(c["sex"], n)],
-        ["CAR-T product (index)", fmt.tally(c["index_product"], n)],
-        ["Site", fmt.tally(c["site"], n)],
-        ["Basis of the progression date", fmt.tally(c["progression_basis"], n)],
+        ["Sex", fmt.tally(c["sex"], n, lb.humanize)],
+        ["CAR-T product (index)", fmt.tally(c["index_product"], n, lb.humanize)],
+        ["Site", fmt.tally(c["site"], n, lb.site_name)],
+        ["Basis of the progression date",
+         fmt.tally(c["progression_basis"], n,
+                   lambda code: lb.name(code, lb.PROGRESSION_BASIS_NAMES))],
         ["Months from CAR-T to progression", fmt.spread(c["car_t_to_progression_months"])],
         ["Lines after progression per patient", fmt.spread(c["lines_per_patient"])],
         ["Patients with ≥1 line", str(c["patients_with_a_line"])],
@@ -85,7 +79,16 @@ def _cohort(r: dict[str, Any]) -> Section:
     return Section("Cohort", [Table(["characteristic", "value"], rows)])
 
 
-def _first_line(r: dict[str, Any], images: dict[str, Path]) -> Section:
+def km_caption(title: str, min_at_risk: int, extra: str = "") -> str:
+    """A Kaplan–Meier figure's caption: its title, what is drawn and where curves stop."""
+    cut = (f" Each curve stops when fewer than {lb.plural(min_at_risk, 'patient')} remain "
+           "at risk." if min_at_risk > 1 else "")
+    return (f"{title}. Kaplan–Meier estimate with 95% band; ticks mark censored "
+            f"observations; dashed lines mark the median.{extra}{cut} Numbers at risk "
+            "below.")
+
+
+def _first_line(r: dict[str, Any], images: dict[str, Path], min_at_risk: int) -> Section:
     d = r["first_line_detail"]
     rows = []
     for g in ("overall", "tce", "non_tce"):
@@ -101,31 +104,41 @@ def _first_line(r: dict[str, Any], images: dict[str, Path]) -> Section:
     tests = (f"TCE vs non-TCE: ORR by Fisher's exact test {fmt.p_value(fisher['p'])}{odds_text}; "
              f"PFS by log-rank {fmt.p_value(d['pfs_logrank_tce_vs_non_tce']['p'])}; Cox "
              f"model {fmt.hazard_ratio(d['pfs_cox_tce_vs_non_tce'])}. ORR counting every first "
-             f"line (NE as no response): {fmt.pct(d['orr_all_treated']['overall'])}. ≥CR "
-             f"could not be determined for {d['n_cr_not_determinable']} VGPR line(s) (no "
-             f"immunofixation or marrow); they are left out of the ≥CR denominator. "
-             f"{d['n_pfs_not_usable']} first line(s) had no PFS event or censoring date.")
+             f"line (NE as no response): {fmt.pct(d['orr_all_treated']['overall'])}.")
+    if d["n_cr_not_determinable"]:
+        tests += (f" ≥CR could not be determined for "
+                  f"{lb.plural(d['n_cr_not_determinable'], 'VGPR line')} (no immunofixation "
+                  "or marrow); they are left out of the ≥CR denominator.")
+    if d["n_pfs_not_usable"]:
+        n_bad = d["n_pfs_not_usable"]
+        tests += (f" {lb.plural(n_bad, 'first line')} had no PFS event or censoring date "
+                  f"and {'is' if n_bad == 1 else 'are'} left out of PFS.")
     return Section("First salvage line", [
         Table(["class", "lines", "not evaluable (NE)", "ORR (≥PR)", "≥VGPR", "≥CR",
                "median PFS"], rows),
         tests,
         Image(images["first_line_pfs"].name,
-              "Kaplan–Meier PFS of the first salvage line by class, 95% bands, "
-              "numbers at risk below")])
+              km_caption("Progression-free survival of the first salvage line, TCE vs "
+                         "non-TCE", min_at_risk,
+                         " Hazard ratio (Cox, stratified by site) and log-rank p as in "
+                         "the text."))])
 
 
-def _all_lines(r: dict[str, Any], images: dict[str, Path]) -> Section:
+def _all_lines(r: dict[str, Any], analysis: Analysis, images: dict[str, Path]) -> Section:
     a, t = r["all_lines"], r["tce"]
+    lines = analysis.lines
+    tce = set(lines.loc[lines["therapy_class"] == "tce", "subclass"]) if len(lines) else set()
     rows = [[CLASS_NAMES[g], fmt.pct(a["orr_by_class"][g]),
              fmt.pct(a["vgpr_or_better_by_class"][g]), fmt.pct(a["cr_or_better_by_class"][g]),
              fmt.median(a["pfs_median_months_by_class"][g])]
             for g in ("overall", "tce", "non_tce")]
-    sub_rows = [[s, str(a["lines_by_subclass"][s]), fmt.pct(a["orr_by_subclass"][s]),
-                 fmt.median(a["pfs_median_months_by_subclass"][s])]
-                for s in sorted(a["orr_by_subclass"])]
+    # TCE regimen classes first, then non-TCE (as in the figure), each by name
+    order = sorted(a["orr_by_subclass"],
+                   key=lambda s: (s not in tce, lb.name(s, lb.SUBCLASS_NAMES).lower()))
+    sub_rows = [[lb.name(s, lb.SUBCLASS_NAMES), "TCE" if s in tce else "non-TCE",
+                 str(a["lines_by_subclass"][s]), fmt.pct(a["orr_by_subclass"][s]),
+                 fmt.median(a["pfs_median_months_by_subclass"][s])] for s in order]
     bv = t["bispecific_vs_car_t"]
-    kind_rows = [[k, str(bv["n_lines"][k]), fmt.pct(bv["orr"][k]),
-                  fmt.median(bv["pfs_median_months"][k])] for k in ("bispecific", "car_t")]
     text = (f"Lines of one patient are pooled, so these CIs treat lines as independent and are "
             f"somewhat narrow. TCE vs non-TCE over all lines: ORR Fisher "
             f"{fmt.p_value(a['orr_fisher_tce_vs_non_tce']['p'])}; PFS log-rank "
@@ -133,21 +146,32 @@ def _all_lines(r: dict[str, Any], images: dict[str, Path]) -> Section:
             f"{fmt.hazard_ratio(a['pfs_cox_tce_vs_non_tce'])}. Patients responding (≥PR) to "
             f"at least one TCE line, among those with an evaluable TCE line: "
             f"{fmt.pct(t['patient_response_evaluable'])} (published: 91.4%, 32 of 35).")
-    kind_text = (f"Bispecific vs CAR-T lines: ORR Fisher {fmt.p_value(bv['orr_fisher']['p'])}; "
-                 f"PFS log-rank {fmt.p_value(bv['pfs_logrank']['p'])}.")
+    kind_text = ""
+    if bv["n_lines"]["bispecific"] and bv["n_lines"]["car_t"]:
+        kind_text = (f"Bispecific antibody lines of any target "
+                     f"({lb.plural(bv['n_lines']['bispecific'], 'line')}): ORR "
+                     f"{fmt.pct(bv['orr']['bispecific'])}, median PFS "
+                     f"{fmt.median(bv['pfs_median_months']['bispecific'])}; against CAR-T "
+                     f"lines (in the table): ORR Fisher {fmt.p_value(bv['orr_fisher']['p'])}, "
+                     f"PFS log-rank {fmt.p_value(bv['pfs_logrank']['p'])}.")
     return Section("All lines after progression", [
         Table(["class", "ORR (≥PR)", "≥VGPR", "≥CR", "median PFS"], rows), text,
-        Table(["subclass", "lines", "ORR (≥PR)", "median PFS"], sub_rows,
-              caption="Subclass: the first that applies of car_t, bcma/gprc5d/fcrh5 "
-                      "bispecific, autologous transplant, bcma_adc, xpo1, bcl2, anti-CD38, "
-                      "anti-SLAMF7, chemotherapy, imid_pi, other."),
-        Table(["TCE kind", "lines", "ORR (≥PR)", "median PFS"], kind_rows), kind_text,
+        Table(["regimen class", "class", "lines", "ORR (≥PR)", "median PFS"], sub_rows,
+              caption="Regimen class: the first that applies of CAR-T (any target); a BCMA, "
+                      "GPRC5D or FcRH5 bispecific antibody; autologous stem-cell transplant; "
+                      "a BCMA antibody–drug conjugate; an XPO1 inhibitor; a BCL-2 inhibitor; "
+                      "an anti-CD38 antibody; an anti-SLAMF7 antibody; cytotoxic "
+                      "chemotherapy; an IMiD and/or proteasome inhibitor; other."),
+        *([kind_text] if kind_text else []),
         Image(images["responses"].name,
-              "Response rates with exact 95% CIs (x/n above each bar): first line by class, "
-              "and all lines by subclass (blue: TCE, orange: non-TCE)")])
+              "Response rates with exact 95% CIs (x/n above each bar). A: first salvage "
+              "line, overall response (≥PR, solid) and ≥VGPR (hatched) by class. B: "
+              "overall response of all lines by regimen class, TCE classes (blue) then "
+              "non-TCE classes (orange).")])
 
 
-def _os(r: dict[str, Any], analysis: Analysis, images: dict[str, Path]) -> Section:
+def _os(r: dict[str, Any], analysis: Analysis, images: dict[str, Path],
+        min_at_risk: int) -> Section:
     o = r["os"]
     lm = o["landmark"]
     months = analysis.settings.landmark_months
@@ -175,21 +199,29 @@ def _os(r: dict[str, Any], analysis: Analysis, images: dict[str, Path]) -> Secti
         [f"No TCE by {months:g} mo, from the landmark",
          fmt.median(lm["median_months_from_landmark"]["non_tce"])],
     ]
+    gone = lm["n_not_at_risk_at_landmark"]
+    before = f" ({gone} died or were censored before)" if gone else ""
     tests = (f"Naive ever-TCE log-rank {fmt.p_value(o['ever_tce_logrank']['p'])}. Landmark: "
-             f"{lm['n']} patients at risk at {months:g} months ({lm['n_not_at_risk_at_landmark']}"
-             f" died or were censored before), log-rank {fmt.p_value(lm['logrank']['p'])}. "
+             f"{lb.plural(lm['n'], 'patient')} at risk at {months:g} months{before}, log-rank "
+             f"{fmt.p_value(lm['logrank']['p'])}. "
              f"Time-varying Cox for TCE exposure: {fmt.hazard_ratio(o['tce_time_varying_cox'])}. "
              f"Median follow-up (reverse Kaplan–Meier): all "
              f"{fmt.median(o['follow_up_median_months']['overall'])}; ever TCE "
-             f"{fmt.median(o['follow_up_median_months']['tce'])}. {o['n_not_usable']} "
-             "patient(s) lacked a usable progression or last-contact date.")
+             f"{fmt.median(o['follow_up_median_months']['tce'])}.")
+    if o["n_not_usable"]:
+        tests += (f" {lb.plural(o['n_not_usable'], 'patient')} lacked a usable progression "
+                  "or last-contact date and are left out of OS.")
     return Section("Overall survival from progression after CAR-T", [
         Table(["group", "median OS"], rows), tests, bias,
-        Image(images["os"].name, "Kaplan–Meier OS from progression after BCMA CAR-T"),
+        Image(images["os"].name,
+              km_caption("Overall survival from progression after BCMA CAR-T", min_at_risk)),
         Image(images["os_ever_tce"].name,
-              "OS by ever receiving a TCE line — naive grouping, subject to immortal-time bias"),
+              km_caption("Overall survival by ever receiving a TCE line — naive grouping, "
+                         "subject to immortal-time bias", min_at_risk,
+                         " The hazard ratio shares the bias.")),
         Image(images["os_landmark"].name,
-              f"OS from a {months:g}-month landmark by TCE started before the landmark")])
+              km_caption(f"Overall survival from a {months:g}-month landmark, by TCE started "
+                         "before the landmark", min_at_risk))])
 
 
 def _swimmer(analysis: Analysis, images: dict[str, Path]) -> Section:
@@ -197,25 +229,30 @@ def _swimmer(analysis: Analysis, images: dict[str, Path]) -> Section:
     note = (f" With {n} patients, a fixed subset of {limit} (chosen by pseudonymous key "
             "order, so the same on every run) is drawn." if n > limit else "")
     return Section("Treatment course", [
-        "One bar per patient from progression after CAR-T to death or last contact, with a "
-        "segment per line coloured by class; crosses mark line progression events, squares "
-        f"deaths and arrows patients alive at last contact.{note}",
-        Image(images["swimmer"].name, "Swimmer plot of lines after progression")])
+        "One row per patient from progression after CAR-T to death or last contact. Each "
+        "line is a bar coloured by its regimen class, from its start to the next line's "
+        "start or its progression, whichever came first; a symbol on the bar marks the "
+        "line's best response, a black tick a progression, a triangle a CAR-T infusion, a "
+        f"cross death and an arrow a patient alive at last contact.{note}",
+        Image(images["swimmer"].name,
+              "Treatment course after progression on BCMA CAR-T (swimmer plot)")])
 
 
 def _excluded(r: dict[str, Any]) -> Section:
-    rows = [[reason, str(count)] for reason, count in r["excluded"].items()]
+    rows = [[lb.name(reason, lb.EXCLUSION_NAMES), str(count)]
+            for reason, count in r["excluded"].items() if count]
+    if not rows:
+        return Section("Excluded patients", ["Every patient seen in the data is in the cohort."])
     rows.append(["total", str(sum(r["excluded"].values()))])
     return Section("Excluded patients", [
-        "Patients seen in the data but not in the cohort, by the first reason that applied "
-        "(no_car_t: no CAR-T infusion; non_bcma_car_t: CAR-T of another target only; "
-        "no_progression: no progression after the BCMA CAR-T).",
+        "Patients seen in the data but not in the cohort, by the first reason that applied.",
         Table(["reason", "patients"], rows)])
 
 
 def _methods(analysis: Analysis) -> Section:
     s = analysis.settings
-    items = "\n".join(f"- {key}: {text}" for key, text in analysis.results["definitions"].items())
+    items = "\n".join(f"- {lb.name(key, lb.TERM_NAMES)}: {lb.prose(text)}"
+                      for key, text in analysis.results["definitions"].items())
     return Section("Methods and definitions", [
         items,
         "ORR denominator: as in the study, evaluable patients — the first line counts when "
@@ -239,11 +276,12 @@ def _files(written: list[str]) -> Section:
 
 
 def build_sections(analysis: Analysis, images: dict[str, Path],
-                   extra_sections: list[Section], files: list[str]) -> list[Section]:
+                   extra_sections: list[Section], files: list[str],
+                   min_at_risk: int = 1) -> list[Section]:
     r = analysis.results
-    return [_summary(r), _main_results(r), _comparison(r), flow_section(r, images),
-            table1_section(r), _cohort(r),
-            _first_line(r, images), _all_lines(r, images), next_treatment_section(r),
-            _os(r, analysis, images),
+    return [_summary(r), _comparison(r), flow_section(r, images), table1_section(r), _cohort(r),
+            _first_line(r, images, min_at_risk), _all_lines(r, analysis, images),
+            next_treatment_section(r),
+            _os(r, analysis, images, min_at_risk),
             _swimmer(analysis, images), _excluded(r), *extra_sections, _methods(analysis),
             _files(files)]

@@ -31,8 +31,15 @@ class Table:
 
 @dataclass
 class Image:
-    filename: str  # a PNG in the report folder
+    """A figure: ``filename`` is a PNG in the report folder; an SVG of the same name
+    beside it (as ``figure.save_figure`` writes) is what report.html embeds."""
+
+    filename: str
     caption: str
+
+    def svg(self, folder: Path) -> Path | None:
+        path = (folder / self.filename).with_suffix(".svg")
+        return path if path.exists() else None
 
 
 Block = str | Table | Image
@@ -71,7 +78,7 @@ def _md_table(table: Table) -> str:
     return "\n".join(out)
 
 
-def to_markdown(title: str, sections: list[Section]) -> str:
+def to_markdown(title: str, sections: list[Section], folder: Path | None = None) -> str:
     parts = [f"# {title}"]
     for section in sections:
         parts.append(f"## {section.title}")
@@ -79,7 +86,9 @@ def to_markdown(title: str, sections: list[Section]) -> str:
             if isinstance(block, Table):
                 parts.append(_md_table(block))
             elif isinstance(block, Image):
-                parts.append(f"![{block.caption}]({block.filename})\n\n*{block.caption}*")
+                vector = block.svg(folder) if folder is not None else None
+                link = f" ([SVG]({vector.name}))" if vector else ""
+                parts.append(f"![{block.caption}]({block.filename})\n\n*{block.caption}*{link}")
             else:
                 parts.append(block.strip())
     return "\n\n".join(parts) + "\n"
@@ -108,9 +117,12 @@ def _html_table(table: Table) -> str:
 
 
 def _html_image(image: Image, folder: Path) -> str:
-    data = base64.b64encode((folder / image.filename).read_bytes()).decode("ascii")
+    """The figure inlined (the SVG when there is one, else the PNG) with its caption."""
+    vector = image.svg(folder)
+    source, kind = (vector, "svg+xml") if vector else (folder / image.filename, "png")
+    data = base64.b64encode(source.read_bytes()).decode("ascii")
     alt = html.escape(image.caption)
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+    return (f'<figure><img src="data:image/{kind};base64,{data}" alt="{alt}">'
             f"<figcaption>{alt}</figcaption></figure>")
 
 

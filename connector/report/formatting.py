@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 NE = "NE"  # a confidence bound that cannot be estimated
@@ -69,9 +70,10 @@ def spread(summary: dict[str, Any], digits: int = 1) -> str:
             f"n={summary['n']})")
 
 
-def tally(counts: dict[str, int], total: int) -> str:
-    """"female 30 (38.0%), male 49 (62.0%)"."""
+def tally(counts: dict[str, int], total: int,
+          namer: Callable[[str], str] = str) -> str:
+    """"female 30 (38.0%), male 49 (62.0%)"; ``namer`` turns each code into words."""
     if not counts:
         return "none"
-    return ", ".join(f"{k} {v} ({100 * v / total:.1f}%)" if total else f"{k} {v}"
+    return ", ".join(f"{namer(k)} {v} ({100 * v / total:.1f}%)" if total else f"{namer(k)} {v}"
                      for k, v in counts.items())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.report import formatting as fmt
+from connector.report.labels import plural
 
 SOURCE = "Van Oekelen et al., Blood 2023;141(7):756-765, abstract/key points"
 
@@ -40,7 +41,7 @@ def _ever_tce(r: dict[str, Any]) -> str:
 
 ROWS: tuple[Published, ...] = (
     Published("Patients progressing after BCMA CAR-T", "79 (2 centers)",
-              lambda r: f"{r['n_patients']} ({r['n_sites']} sites)"),
+              lambda r: f"{r['n_patients']} ({plural(r['n_sites'], 'site')})"),
     Published("Salvage lines after progression", "237 (about 3 per patient)",
               lambda r: str(r["n_lines"])),
     Published("Salvage lines per patient", "median 2 (range 1–10)", _lines_per_patient),

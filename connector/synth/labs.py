@@ -213,8 +213,13 @@ class LabTrack:
             day += self.interval()
 
     def segment(self, start: int, category: str, pfs_days: float, death: int | None,
-                descent: tuple[str, ...]) -> SegmentResult:
-        """Assessments from a treatment start to its progression, death or the cutoff."""
+                descent: tuple[str, ...], lead_in: Assessment | None = None) -> SegmentResult:
+        """Assessments from a treatment start to its progression, death or the cutoff.
+
+        ``lead_in`` is the previous line's PD confirmation when this line started on the
+        PD reading's day: drawn after the start, it is this line's first assessment (no
+        change from its baseline yet, so stable disease).
+        """
         rng, p, m = self.rng, self.p, self.marker
         baseline = self.last.value
         nadir = baseline
@@ -225,6 +230,13 @@ class LabTrack:
         pd_from = start + math.ceil(pfs_days) if math.isfinite(pfs_days) else None
         day = start + rng.randint(*p.first_assessment_after_start_days)
         seen: list[str] = []
+        lead = 0
+        if lead_in is not None:
+            self.points.append(lead_in)
+            seen.append("SD")
+            lead = 1  # not one of the assessments a response needs before its PD
+            need += 1 if need else 0
+            day = max(day, lead_in.day + self.interval())
         cr_marked = 0
         while True:
             limit = self.cutoff if death is None else min(self.cutoff, death - 1)
@@ -246,7 +258,7 @@ class LabTrack:
                     return SegmentResult("pd", seen + ["PD", "PD"], day, confirm, after_pd,
                                          confirm)
                 pd_from = None  # the confirmation would fall after the cutoff
-            label = labels[i] if i < len(labels) else category
+            label = labels[i - lead] if i - lead < len(labels) else category
             if label == "PD":  # a PD line seen only after the cutoff: hold at baseline
                 label = "SD"
                 level = 1.0

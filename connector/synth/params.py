@@ -108,6 +108,10 @@ class SynthParams:
     #: induction (carfilzomib-dexamethasone) before high-dose melphalan + ASCT, one line by
     #: IMWG (issue 15 item 5; its own random stream)
     p_induction_before_asct: float = 0.5
+    #: the next line started on the day a PD reading is drawn (before that day's dose), its
+    #: confirmation drawn later on the new line (issue 15 item 3: the reading counts for the
+    #: line it ends; its own random stream)
+    p_next_line_on_pd_reading: float = 0.15
     #: bridging between the apheresis and a salvage CAR-T, part of the CAR-T line (IMWG;
     #: issue 15 item 5; its own random stream)
     p_bridging_salvage_car_t: float = 0.5

@@ -23,7 +23,7 @@ import random
 from collections.abc import Sequence
 
 from connector.synth import catalog as cat
-from connector.synth.course import Course, Dose, LineTruth, Proc, ordinal
+from connector.synth.course import Assessment, Course, Dose, LineTruth, Proc, ordinal
 from connector.synth.labs import DESCENTS, RANK, LabTrack, Marker, SegmentResult, best_of
 from connector.synth.params import SynthParams
 
@@ -277,6 +277,9 @@ class CohortPatient:
         self._extra = extra
         self.induction = 0  # days of induction before the current line's transplant
         self.bridge = 0  # days of bridging before the current CAR-T line's lymphodepletion
+        #: the last line's PD segment when its regimen stopped at the PD reading so that the
+        #: next line may start that day (issue 15 item 3)
+        self.switch: SegmentResult | None = None
         self._bridge_regimen = next(iter(cat.BRIDGING.values()))
         self.p = p
         self.site = site
@@ -386,6 +389,7 @@ class CohortPatient:
         prev_start = (course.index_day or 0) + min(p.lymphodepletion_days)
         last_start = self.cutoff - p.min_follow_up_for_new_line_days
         line = 1
+        self.switch = None
         self.tolerant = rng.random() < p.p_lines_tolerant
         p_next = p.p_next_line_tolerant if self.tolerant else p.p_next_line
         while True:
@@ -410,6 +414,9 @@ class CohortPatient:
                     raise Retry("no time for a first salvage line")
                 track.follow(self.cutoff + 1)
                 return
+            lead_in = self._start_on_pd_reading(track, regimen, prev_start)
+            if lead_in is not None:
+                start = lead_in[0]
             # bridging after the apheresis: the CAR-T line starts with it (IMWG)
             self.bridge = self._bridging_days(apheresis, start)
             start -= self.bridge
@@ -417,7 +424,8 @@ class CohortPatient:
             track.ensure_baseline(start)
             if apheresis is not None:
                 course.procs.append(Proc("car_t_harvest", apheresis))
-            seg = self._run_line(course, track, line, key, regimen, start)
+            seg = self._run_line(course, track, line, key, regimen, start,
+                                 lead_in[1] if lead_in else None)
             if seg.outcome == "death" or (seg.outcome == "pd" and seg.death_day is not None):
                 if seg.outcome == "pd":
                     track.follow(seg.death_day or 0)
@@ -438,8 +446,36 @@ class CohortPatient:
                 return
             line += 1
 
+    def _start_on_pd_reading(self, track: LabTrack, regimen: cat.Regimen,
+                             prev_start: int) -> tuple[int, Assessment] | None:
+        """(start day, the PD confirmation) when the next line starts on the PD reading's day.
+
+        Only a cyclic regimen (a CAR-T or a transplant needs weeks of preparation) and
+        only when the PD reading is measurable disease for a line start and the confirmation
+        is a small further rise, so that on the new line it reads as stable disease from its
+        baseline (the PD reading).
+        """
+        seg, self.switch = self.switch, None
+        if seg is None or regimen.kind != "cyclic" or seg.pd_day is None:
+            return None
+        first, second = track.points[-2], track.points[-1]
+        if (first.day, second.day) != (seg.pd_day, seg.confirm_day) or \
+                seg.pd_day < prev_start + self.p.min_days_between_line_starts or \
+                second.value > first.value * 1.2 or first.value < track.marker.floor:
+            return None
+        track.points.pop()  # drawn after the new start: the new line's first assessment
+        return seg.pd_day, second
+
+    def _stops_at_pd_reading(self, regimen: cat.Regimen, seg: SegmentResult) -> bool:
+        """Whether this line's regimen stops at its PD reading (the next may start then)."""
+        if seg.outcome != "pd" or seg.death_day is not None or regimen.kind != "cyclic" or \
+                self._extra is None:
+            return False
+        return self._extra.random() < self.p.p_next_line_on_pd_reading
+
     def _run_line(self, course: Course, track: LabTrack, line: int, key: str,
-                  regimen: cat.Regimen, start: int) -> SegmentResult:
+                  regimen: cat.Regimen, start: int,
+                  lead_in: Assessment | None = None) -> SegmentResult:
         rng, p = self.rng, self.p
         group = _group(regimen)
         category, descent = draw_response(rng, p, group, course.flc_only)
@@ -463,9 +499,13 @@ class CohortPatient:
             if category == "PD":
                 category, descent = "SD", ()
             pfs_days = max(pfs_days, self.bridge + 60.0)
-        seg = track.segment(start, category, pfs_days, death, descent)
+        if lead_in is not None:  # the previous line's confirmation comes before any death
+            death = max(death, lead_in.day + 7)
+        seg = track.segment(start, category, pfs_days, death, descent, lead_in)
         if seg.outcome == "pd":
             stop = seg.confirm_day or start
+            if self._stops_at_pd_reading(regimen, seg):
+                stop, self.switch = seg.pd_day or start, seg
         elif seg.outcome == "death":
             stop = seg.death_day or start
         else:

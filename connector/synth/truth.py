@@ -70,6 +70,18 @@ def line_truth(ln: LineTruth, course: Course | None = None, next_start: int | No
     return out
 
 
+def _progression_read(course: Course) -> int | None:
+    """The progression day a correct reading of the extract gives.
+
+    Without labs after the infusion the extract shows the progression only through the
+    next line, so the published fallback dates it at that line's start (derive.md §2),
+    not on the day the course knows.
+    """
+    if course.progression_basis == "new_line_fallback" and course.lines:
+        return course.lines[0].start
+    return course.progression_day
+
+
 def patient_truth(course: Course, source_id: str) -> dict[str, Any]:
     """One patient's entry; keys beyond the contract: progression_basis, birth_year,
     sex, flc_only, deceased, regimen and time to next treatment (per line)."""
@@ -86,7 +98,7 @@ def patient_truth(course: Course, source_id: str) -> dict[str, Any]:
         "exclusion_reason": EXCLUSION[course.kind],
         "index_product": course.index_product if has_index else None,
         "index_date": _day(course.index_day) if has_index else None,
-        "progression_date": _day(course.progression_day),
+        "progression_date": _day(_progression_read(course)),
         "progression_basis": course.progression_basis,
         "death_date": _day(course.recorded_death_day),
         "deceased": course.death_day is not None,

@@ -59,6 +59,14 @@ def test_committed_fixture_agrees_with_ground_truth(tmp_path):
     assert report.patients >= 79
     assert report.rate("cohort") >= MIN_AGREEMENT
     assert report.rate() >= MIN_AGREEMENT, report.problems[:20]
+    # Lines whose PD was read on the day the next line started (issue 15 item 3): the
+    # generator makes some, and derive must date their PFS and response exactly.
+    truth = json.loads((src / "ground_truth.json").read_text())
+    switched = {p["source_id"] for p in truth["patients"]
+                for a, b in zip(p["lines"], p["lines"][1:], strict=False)
+                if a["pfs_event_date"] == b["start_date"]}
+    assert len(switched) >= 3
+    assert not [x for x in report.problems if x[1] in switched]
 
 
 @pytest.mark.slow

@@ -22,7 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "keys": set(),
     "progress": set(),
     "codes": set(),
-    "fhir": {"progress"},
+    "sitename": set(),  # what a site may be called (CLI --site and the site config alike)
+    "atomic": set(),  # staged output folders moved into place file by file
+    "fhir": {"progress", "sitename"},
     "lock": {"db"},
     "synth": {"codes"},
     "extract": {"db", "fhir", "codes", "progress", "keys"},
@@ -35,14 +37,16 @@ ALLOWED: dict[str, set[str]] = {
     "federated": {"analysis", "report", "keys"},
     "merge": {"db", "keys", "lock", "progress"},
     "status": {"db", "lock"},
+    # preflight: a command's source and output checked before anything is created
+    "preflight": {"extract", "fhir", "sitename"},
     "pipeline": {
         "db", "lock", "extract", "mapping", "cohort", "analysis", "report", "export",
-        "progress", "fhir", "codes", "keys",
+        "progress", "fhir", "codes", "keys", "atomic",
     },
     "cli": {
         "connector", "db", "lock", "fhir", "extract", "mapping", "cohort", "analysis",
         "report", "export", "federated", "merge", "status", "pipeline", "progress",
-        "synth", "keys", "codes",
+        "synth", "keys", "codes", "preflight", "sitename",
     },
     "__main__": {"cli"},
 }

@@ -121,9 +121,11 @@ def test_suppressed_pool_says_what_is_approximate(engine, tmp_path, patient_leve
     files = write_pooled(pooled, tmp_path / "report")
     names = {f.name for f in files}
     assert {"pooled_results.json", "pooled_report.md", "pooled_km.csv",
-            "km_first_line_pfs.png", "km_os.png"} <= names
+            "km_first_line_pfs.png", "km_os.png", "km_os.svg"} <= names
     assert imread(tmp_path / "report" / "km_os.png").shape[0] > 100
-    assert "| no |" in (tmp_path / "report" / "pooled_report.md").read_text()
+    summary = (tmp_path / "report" / "pooled_report.md").read_text()
+    assert "| no |" in summary
+    assert "## Figures" in summary and "](km_os.png)" in summary  # titles live in captions
 
 
 def test_pool_refuses_a_site_twice_and_a_tampered_file(engine, tmp_path):

@@ -18,10 +18,10 @@ PATIENTS_HEADER = ("site,source_id,patient_key,birth_year,sex,index_product,inde
                    "progression_date,death_date,last_contact_date")
 LINES_HEADER = ("site,source_id,patient_key,line,start_date,end_date,drugs,therapy_class,"
                 "subclass,best_response,pfs_event_date,pfs_censor_date")
+FIGURES = ("km_first_line_pfs", "km_os", "km_os_by_ever_tce", "km_os_landmark", "swimmer",
+           "response_rates", "patient_flow")
 EXPECTED_FILES = {"results.json", "report.md", "report.html", "patients.csv",
-                  "therapy_lines.csv", "km_first_line_pfs.png", "km_os.png",
-                  "km_os_by_ever_tce.png", "km_os_landmark.png", "swimmer.png",
-                  "response_rates.png", "patient_flow.png", "patient_flow.svg"}
+                  "therapy_lines.csv", *(f"{f}.{kind}" for f in FIGURES for kind in ("png", "svg"))}
 ISO_OR_EMPTY = re.compile(r"^(\d{4}-\d{2}-\d{2})?$")
 
 
@@ -80,14 +80,14 @@ def test_same_data_same_bytes(tmp_path):
                             tmp_path / "b")
     for a, b in zip(first, shuffled, strict=True):
         assert a.name == b.name
-        if a.suffix in {".json", ".csv", ".md", ".png", ".html"}:
+        if a.suffix in {".json", ".csv", ".md", ".png", ".svg", ".html"}:
             assert a.read_bytes() == b.read_bytes(), a.name
 
 
 def test_markdown_sections_and_published_comparison(report):
     _, out, _ = report
     md = (out / "report.md").read_text()
-    for heading in ("## Main results", "## Comparison with the published study", "## Cohort",
+    for heading in ("## Summary", "## Comparison with the published study", "## Cohort",
                     "## First salvage line", "## All lines after progression",
                     "## Overall survival from progression after CAR-T", "## Treatment course",
                     "## Excluded patients", "## Methods and definitions"):
@@ -95,18 +95,17 @@ def test_markdown_sections_and_published_comparison(report):
     assert "| 17.9 mo (95% CI 14.0–NE) |" in md
     assert "| 43.4% (denominator likely ~76 evaluable patients) |" in md
     assert "Immortal-time bias" in md
-    assert "| no_car_t | 4 |" in md
-    for png in EXPECTED_FILES:
-        if png.endswith(".png"):
-            assert f"]({png})" in md
+    assert "| no CAR-T infusion recorded | 4 |" in md
+    for figure in FIGURES:
+        assert f"]({figure}.png)" in md and f"([SVG]({figure}.svg))" in md
 
 
 def test_html_is_self_contained(report):
     _, out, _ = report
     html = (out / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', html)
-    assert len(sources) == len(list(out.glob("*.png")))
-    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == len(list(out.glob("*.svg")))
+    assert all(s.startswith("data:image/svg+xml;base64,") for s in sources)
     assert "http://" not in html and "https://" not in html
     assert "<table>" in html and "Excluded patients" in html
 
@@ -119,7 +118,7 @@ def test_not_reached_median_is_said(tmp_path):
     assert analysis.results["os_median_months"]["n"] == 40
     write_report(analysis, tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "| Median OS from progression | not reached (95% CI" in md
+    assert "| All patients | not reached (95% CI" in md
 
 
 def test_extra_sections_hook(tmp_path):
@@ -176,5 +175,20 @@ def test_next_treatment_section_and_completeness_line(report):
     ttnt = analysis.results["time_to_next_treatment"]["first_line"]["median_months"]["overall"]
     assert f"n={ttnt['n']}, {ttnt['events']} events" in md
     counts = analysis.results["cohort"]["new_line_fallback_by_site"]
-    site, n = sorted(counts.items())[0]
-    assert f"{site}: {n} by new-line fallback" in md
+    assert not any(counts.values())  # the demo dates every progression by labs ...
+    assert "new-line fallback" not in md  # ... so no "0 patients" sentence is written
+
+
+def test_completeness_line_names_sites_and_counts(tmp_path):
+    patients, lines = demo_frames(30, seed=5)
+    first_site = sorted(patients["site"].unique())[0]
+    chosen = patients.index[patients["site"] == first_site][:3]
+    patients.loc[chosen, "progression_basis"] = "new_line_fallback"
+    analysis = analyze_frames(patients, lines)
+    counts = analysis.results["cohort"]["new_line_fallback_by_site"]
+    assert counts[first_site] == 3
+    write_report(analysis, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    shown = first_site.replace("_", " ").title()
+    assert f"{shown}: 3 patients with the progression date from the new-line fallback" in md
+    assert "0 patients with" not in md and "0 deaths" not in md
