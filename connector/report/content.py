@@ -30,8 +30,8 @@ def _summary(r: dict[str, Any]) -> Section:
             f"{lb.plural(r['n_lines'], 'line')} of therapy after that progression.")
     if excluded:
         text += (f" {lb.plural(excluded, 'further patient')} "
-                 f"{'was' if excluded == 1 else 'were'} seen but excluded (see 'Excluded "
-                 "patients').")
+                 f"{'was' if excluded == 1 else 'were'} seen but excluded (see 'Patient "
+                 "flow').")
     if r["n_patients"]:
         pfs = fmt.median(first["pfs_median_months"]["overall"])
         text += (f" The first salvage line gave a response (≥PR) in "
@@ -61,22 +61,20 @@ def _comparison(r: dict[str, Any]) -> Section:
 def _cohort(r: dict[str, Any]) -> Section:
     c, n = r["cohort"], r["n_patients"]
     rows = [
+        # age, sex, product and time to progression are in Table 1
         ["Patients", str(n)],
-        ["Age at CAR-T, years (from birth year)", fmt.spread(c["age_at_car_t_years"], 0)],
-        ["Sex", fmt.tally(c["sex"], n, lb.humanize)],
-        ["CAR-T product (index)", fmt.tally(c["index_product"], n, lb.humanize)],
-        ["Site", fmt.tally(c["site"], n, lb.site_name)],
+        ["Centre", fmt.tally(c["site"], n, lb.site_name)],
         ["Basis of the progression date",
          fmt.tally(c["progression_basis"], n,
                    lambda code: lb.name(code, lb.PROGRESSION_BASIS_NAMES))],
-        ["Months from CAR-T to progression", fmt.spread(c["car_t_to_progression_months"])],
         ["Lines after progression per patient", fmt.spread(c["lines_per_patient"])],
         ["Patients with ≥1 line", str(c["patients_with_a_line"])],
         ["Ever received a TCE line", fmt.pct(c["ever_tce"])],
         ["Median follow-up from progression (reverse KM)",
          fmt.median(r["os"]["follow_up_median_months"]["overall"])],
     ]
-    return Section("Cohort", [Table(["characteristic", "value"], rows)])
+    return Section("Cohort and treatment after progression",
+                   [Table(["characteristic", "value"], rows)])
 
 
 def km_caption(title: str, min_at_risk: int, extra: str = "") -> str:
@@ -238,17 +236,6 @@ def _swimmer(analysis: Analysis, images: dict[str, Path]) -> Section:
               "Treatment course after progression on BCMA CAR-T (swimmer plot)")])
 
 
-def _excluded(r: dict[str, Any]) -> Section:
-    rows = [[lb.name(reason, lb.EXCLUSION_NAMES), str(count)]
-            for reason, count in r["excluded"].items() if count]
-    if not rows:
-        return Section("Excluded patients", ["Every patient seen in the data is in the cohort."])
-    rows.append(["total", str(sum(r["excluded"].values()))])
-    return Section("Excluded patients", [
-        "Patients seen in the data but not in the cohort, by the first reason that applied.",
-        Table(["reason", "patients"], rows)])
-
-
 def _methods(analysis: Analysis) -> Section:
     s = analysis.settings
     items = "\n".join(f"- {lb.name(key, lb.TERM_NAMES)}: {lb.prose(text)}"
@@ -283,5 +270,5 @@ def build_sections(analysis: Analysis, images: dict[str, Path],
             _first_line(r, images, min_at_risk), _all_lines(r, analysis, images),
             next_treatment_section(r),
             _os(r, analysis, images, min_at_risk),
-            _swimmer(analysis, images), _excluded(r), *extra_sections, _methods(analysis),
+            _swimmer(analysis, images), *extra_sections, _methods(analysis),
             _files(files)]

@@ -8,9 +8,9 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from connector.report.document import Image, Section, Table
+from connector.report.figure import save_figure
 
 FLOW_PNG = "patient_flow.png"
-DPI = 300
 
 
 def _excluded_text(step: dict[str, Any]) -> str:
@@ -59,6 +59,4 @@ def flow_diagram(r: dict[str, Any], path: Path) -> Path:
                     bbox=side)
             ax.plot([2.6, 5.2], [y + 0.5, y + 0.5], color="#a0602a", lw=0.8)
     fig.tight_layout()
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
-    fig.savefig(path.with_suffix(".svg"), format="svg", metadata={"Date": None})
-    return path
+    return save_figure(fig, path, "Patient flow")

@@ -26,13 +26,13 @@ def _share(count: int, total: int) -> str:
 
 def _categorical(name: str, counts: dict[str, int], total: int,
                  prefix: str = "") -> list[list[str]]:
-    rows = [[name, ""]]
+    rows = []
     for key, count in counts.items():
         if key == NOT_RECORDED or not count:
             continue
-        rows.append([f"  {prefix}{VALUE_NAMES.get(key, key)}", _share(count, total)])
+        rows.append([f"{name}: {prefix}{VALUE_NAMES.get(key, key)}", _share(count, total)])
     if counts.get(NOT_RECORDED, 0):
-        rows.append(["  not recorded", _share(counts[NOT_RECORDED], total)])
+        rows.append([f"{name}: not recorded", _share(counts[NOT_RECORDED], total)])
     return rows
 
 

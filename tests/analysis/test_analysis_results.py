@@ -219,14 +219,19 @@ def test_frames_from_ground_truth(tmp_path, monkeypatch):
 
 
 def test_run_analysis_reads_the_derived_tables(engine, db_url):
+    from connector.analysis.frames import BASELINE_COLUMNS
     from connector.db import session_scope
-    from connector.db.models import CohortPatient, TherapyLine
+    from connector.db.models import CohortPatient, PatientBaseline, TherapyLine
 
     patients, lines = demo_frames(40, seed=5)
     with session_scope(engine) as session:
         for row in patients.to_dict("records"):
             clean = {k: (None if pd.isna(v) else v) for k, v in row.items()}
-            session.add(CohortPatient(**clean))
+            session.add(CohortPatient(**{k: v for k, v in clean.items()
+                                         if k not in BASELINE_COLUMNS}))
+            if clean["in_cohort"]:  # Table 1 covariates live in patient_baseline
+                session.add(PatientBaseline(site=clean["site"], source_id=clean["source_id"],
+                                            **{k: clean.get(k) for k in BASELINE_COLUMNS}))
         for row in lines.to_dict("records"):
             clean = {k: (None if pd.isna(v) else v) for k, v in row.items()}
             session.add(TherapyLine(**clean))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import FIXTURES
 
 from connector.cohort.baseline import DrugGiven, count_regimens, finding_status, nearest
 
 D = dt.date
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "cohort"
 
 
 def _drug(name: str, start: D, days: int = 1, drug_class: str = "imid") -> DrugGiven:

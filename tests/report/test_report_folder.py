@@ -90,12 +90,13 @@ def test_markdown_sections_and_published_comparison(report):
     for heading in ("## Summary", "## Comparison with the published study", "## Cohort",
                     "## First salvage line", "## All lines after progression",
                     "## Overall survival from progression after CAR-T", "## Treatment course",
-                    "## Excluded patients", "## Methods and definitions"):
+                    "## Patient flow", "## Table 1. Patients at progression after BCMA CAR-T",
+                    "## Methods and definitions"):
         assert heading in md
     assert "| 17.9 mo (95% CI 14.0–NE) |" in md
     assert "| 43.4% (denominator likely ~76 evaluable patients) |" in md
     assert "Immortal-time bias" in md
-    assert "| no CAR-T infusion recorded | 4 |" in md
+    assert "No CAR-T infusion on record: 4" in md  # the patient flow's exclusions
     for figure in FIGURES:
         assert f"]({figure}.png)" in md and f"([SVG]({figure}.svg))" in md
 
@@ -107,7 +108,7 @@ def test_html_is_self_contained(report):
     assert len(sources) == len(list(out.glob("*.svg")))
     assert all(s.startswith("data:image/svg+xml;base64,") for s in sources)
     assert "http://" not in html and "https://" not in html
-    assert "<table>" in html and "Excluded patients" in html
+    assert "<table>" in html and "Patient flow" in html
 
 
 def test_not_reached_median_is_said(tmp_path):
