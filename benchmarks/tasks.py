@@ -84,6 +84,7 @@ def validate_all(folder: str, limit: int = 0) -> dict[str, Any]:
                "MedicationRequest": "medicationrequest",
                "MedicationDispense": "medicationdispense",
                "MedicationStatement": "medicationstatement",
+               "Condition": "condition",
                "Medication": "medication"}
     models = {name: getattr(importlib.import_module(f"fhir.resources.R4B.{mod}"), name)
               for name, mod in modules.items()}

@@ -102,10 +102,6 @@ POLICIES: dict[str, TablePolicy] = {
         keep=_fs("site", "analyte", "unit", "value_code"),
         drop=_fs("version_id", "original_value", "original_unit"),
         resource_column="source_id", resource_type="Observation"),
-    "condition_record": TablePolicy(
-        "patient_source_id", _fs("patient_source_id"),
-        keep=_EVENT_KEEP | _fs("finding"), drop=_fs("version_id", "display"),
-        resource_column="source_id", resource_type="Condition"),
     "cohort_patient": TablePolicy(
         "source_id", _fs("source_id", "patient_key"),
         keep=_fs("site", "exclusion_reason", "index_product", "progression_basis", "sex")),
@@ -113,10 +109,6 @@ POLICIES: dict[str, TablePolicy] = {
         "source_id", _fs("source_id", "patient_key"),
         keep=_fs("site", "drugs", "therapy_class", "subclass", "best_response",
                  "response_note")),
-    "patient_baseline": TablePolicy(
-        "source_id", _fs("source_id"),
-        keep=_fs("site", "del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary",
-                 "riss_stage")),
 }
 #: Merged tables in insert order (``site`` is written by the merge itself).
 MERGED_TABLES: tuple[str, ...] = tuple(POLICIES)

@@ -1,0 +1,90 @@
+"""Data completeness per site (issue 16 item 6): how far the numbers can be trusted.
+
+Per site: lab density (the median over patients of their median days between
+M-protein or FLC results after progression, from ``patient_baseline``), lines not
+evaluable for response by reason, the share of progression dates taken from the
+start of the next line (labs could not date it), deaths known without a date,
+resources quarantined and Observations left unmapped (stored as their code only),
+and the data cut-off (the latest date in the site's records).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from connector.analysis.describe import summary
+from connector.analysis.rates import rate_of
+
+FALLBACK = "new_line_fallback"
+
+
+def load_quality(engine: Engine) -> dict[str, dict[str, int]]:
+    """Per site: resources quarantined (any stage) and Observations no lab code maps."""
+    from connector.db.models import Quarantine, RawCodeCount, RawResource
+
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for site, n in conn.execute(select(Quarantine.site, func.count())
+                                    .group_by(Quarantine.site)):
+            out.setdefault(str(site), {})["quarantined"] = int(n)
+        trimmed = select(RawResource.site, func.count()).where(
+            RawResource.resource_type == "Observation", RawResource.trimmed.is_not(None),
+            RawResource.deleted.is_(False)).group_by(RawResource.site)
+        for site, n in conn.execute(trimmed):
+            entry = out.setdefault(str(site), {})
+            entry["unmapped_observations"] = entry.get("unmapped_observations", 0) + int(n)
+        counted = select(RawCodeCount.site, func.sum(RawCodeCount.n)).group_by(
+            RawCodeCount.site)
+        for site, n in conn.execute(counted):
+            entry = out.setdefault(str(site), {})
+            entry["unmapped_observations"] = entry.get("unmapped_observations", 0) + int(n or 0)
+    return out
+
+
+def _latest(frame: pd.DataFrame) -> str | None:
+    dates = pd.concat([frame[c] for c in ("last_contact_date", "death_date", "index_date",
+                                          "progression_date") if c in frame.columns])
+    dates = dates.dropna()
+    return None if dates.empty else dates.max().date().isoformat()
+
+
+def _site(patients: pd.DataFrame, lines: pd.DataFrame, everyone: pd.DataFrame,
+          quality: dict[str, int] | None, alpha: float) -> dict[str, Any]:
+    ne = lines[~lines["evaluable"]]
+    reasons = ne["response_note"].fillna("").replace("", "no reason recorded")
+    return {
+        "n_patients": int(len(patients)),
+        "lab_interval_days": summary(patients["lab_interval_days"]),
+        "lines": int(len(lines)),
+        "lines_not_evaluable": int(len(ne)),
+        "lines_not_evaluable_by_reason": {str(k): int(v) for k, v in
+                                          sorted(reasons.value_counts().items())},
+        "progression_from_new_line": rate_of(patients["progression_basis"] == FALLBACK, alpha),
+        "deaths_without_date": int((patients["deceased"] & patients["death_date"].isna()).sum()),
+        "quarantined": None if quality is None else int(quality.get("quarantined", 0)),
+        "unmapped_observations": None if quality is None
+        else int(quality.get("unmapped_observations", 0)),
+        "data_cutoff": _latest(everyone),
+    }
+
+
+def completeness(patients: pd.DataFrame, lines: pd.DataFrame, all_patients: pd.DataFrame,
+                 quality: dict[str, dict[str, int]] | None, alpha: float) -> dict[str, Any]:
+    """results.json's ``data_completeness``: ``overall`` and ``by_site``."""
+    sites = sorted(all_patients["site"].dropna().unique().tolist())
+    total = None if quality is None else {
+        "quarantined": sum(q.get("quarantined", 0) for q in quality.values()),
+        "unmapped_observations": sum(q.get("unmapped_observations", 0)
+                                     for q in quality.values())}
+    return {
+        "overall": _site(patients, lines, all_patients, total, alpha),
+        "by_site": {site: _site(patients[patients["site"] == site],
+                                lines[lines["site"] == site],
+                                all_patients[all_patients["site"] == site],
+                                None if quality is None else quality.get(site, {}), alpha)
+                    for site in sites},
+    }
