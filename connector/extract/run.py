@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
         for site_name, paths in by_site.items():
             run_id = _start_run(engine, site_name, str(root))
             counts = StoreCounts()
+            loaded_at = _utcnow()  # one load: every file's rows share it (conflict check)
             try:
                 cohort = None
                 if scope == "cohort":
@@ -133,18 +135,32 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
                 for path in paths:
                     source = str(path.relative_to(root) if root.is_dir() else path.name)
                     summary.read += _load_one(engine, path, site=site_name, source=source,
-                                              counts=counts, loader=loader, cohort=cohort)
+                                              counts=counts, loader=loader, cohort=cohort,
+                                              loaded_at=loaded_at)
                     advance(path.stat().st_size)
             except BaseException as exc:
                 _finish_run(engine, run_id, counts, status="failed", message=type(exc).__name__)
                 raise
             _finish_run(engine, run_id, counts, status="ok")
             _merge_counts(summary.counts, counts)
+            _warn_conflicts(site_name, counts)
     return summary
 
 
+def _warn_conflicts(site: str, counts: StoreCounts) -> None:
+    """Say in the log how many ids came twice with different content, and which copy won
+    (the run record's counts hold them per type as ``conflicts``)."""
+    n = sum(counts.conflicts.values())
+    if n:
+        logging.getLogger(__name__).warning(
+            "%s: %d resource ids came more than once with different content; kept the copy "
+            "with the higher versionId, else the later lastUpdated, else the later in file "
+            "order (that last case also quarantines the other copy)", site, n)
+
+
 def _load_one(engine: Engine, path: Path, *, site: str, source: str, counts: StoreCounts,
-              loader: str, cohort: set[str] | None) -> int:
+              loader: str, cohort: set[str] | None,
+              loaded_at: dt.datetime | None = None) -> int:
     """One file in one transaction. A DuckDB scan that fails part-way (it read the file
     once already, so: memory, or the file changed) rolls back and the file is loaded
     again the Python way, with the counts of the successful attempt only."""
@@ -154,21 +170,19 @@ def _load_one(engine: Engine, path: Path, *, site: str, source: str, counts: Sto
         attempt = StoreCounts()
         try:
             with engine.begin() as conn, load_cache(conn):
-                store = RawStore(conn)
+                store = RawStore(conn, loaded_at=loaded_at)
                 store.counts = attempt
                 n = load_file_duck(store, path, site=site, source=source, file_key=source,
                                    cohort=cohort)
                 store.flush()
         except DuckScanFailed as exc:
-            import logging
-
             logging.getLogger(__name__).warning("%s: %s; loading it line by line", path.name,
                                                 exc)
         else:
             _merge_counts(counts, attempt)
             return n
     with engine.begin() as conn, load_cache(conn):
-        store = RawStore(conn)
+        store = RawStore(conn, loaded_at=loaded_at)
         store.counts = counts
         n = load_file(store, path, site=site, source=source)
         store.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,10 @@ WANTED_TYPES = frozenset(
 )
 
 BATCH_SIZE = 2000
+#: The quarantine reason of the earlier of two copies of one id that differ in content
+#: but not in versionId or lastUpdated (the later in file order is kept).
+CONFLICT_REASON = ("conflicting duplicate: the same id came again in this load with other "
+                   "content and the same version; the later copy in file order was kept")
 _ID_CHUNK = 500  # ids per existence query (well under every driver's parameter limit)
 
 
@@ -55,20 +60,27 @@ def _version_key(version_id: str | None, last_updated: str | None) -> tuple[int,
     return (0, 0)
 
 
+def version_order(new: tuple[str | None, str | None],
+                  old: tuple[str | None, str | None]) -> int:
+    """1 when (versionId, lastUpdated) ``new`` is the later copy, -1 when ``old`` is, 0 when
+    they cannot be told apart: a numeric versionId decides first, then lastUpdated."""
+    kn, ko = _version_key(*new), _version_key(*old)
+    if kn[0] == ko[0] == 2 and kn != ko:
+        return 1 if _cmp(kn, ko) else -1
+    if new[1] and old[1]:
+        ln, lo = _version_key(None, new[1]), _version_key(None, old[1])
+        if ln != lo:
+            return 1 if _cmp(ln, lo) else -1
+    return 0
+
+
 def is_newer(new: tuple[str | None, str | None], old: tuple[str | None, str | None]) -> bool:
     """Whether (versionId, lastUpdated) ``new`` supersedes ``old``.
 
-    When the two cannot be ordered (no version information), the later arrival
-    wins, which is what a re-sent file means.
+    When the two cannot be ordered (no version information, or the same), the later
+    arrival wins, which is what a re-sent file means.
     """
-    kn, ko = _version_key(*new), _version_key(*old)
-    if kn[0] != ko[0] or kn[0] == 0:
-        if new[1] and old[1]:
-            kn, ko = _version_key(None, new[1]), _version_key(None, old[1])
-            if kn != ko:
-                return _cmp(kn, ko)
-        return True
-    return _cmp(kn, ko)
+    return version_order(new, old) >= 0
 
 
 def _cmp(a: tuple[int, Any], b: tuple[int, Any]) -> bool:
@@ -94,9 +106,13 @@ class StoreCounts:
     #: lines of patients outside the screened cohort, left out (the DuckDB path with
     #: ``--scope cohort``; connector/extract/duckscreen.py)
     outside: Counter = field(default_factory=Counter)
+    #: ids met twice in one load with different content (connector/extract/store.py
+    #: ``RawStore.accept`` says which copy is kept)
+    conflicts: Counter = field(default_factory=Counter)
     quarantined: int = 0
 
-    NAMES = ("new", "updated", "unchanged", "older", "skipped", "deleted", "counted", "outside")
+    NAMES = ("new", "updated", "unchanged", "older", "skipped", "deleted", "counted", "outside",
+             "conflicts")
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -213,8 +229,8 @@ def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
 
 
 #: A stored row as the batch writer compares it: (versionId, lastUpdated, hash, deleted,
-#: trimmed).
-_Stored = tuple[str | None, str | None, str, bool, str | None]
+#: trimmed, written earlier in this load).
+_Stored = tuple[str | None, str | None, str, bool, str | None, bool]
 
 #: ``RawStore(trim=DEFAULT)``: the filter of the current mappings/ (connector.extract.trim).
 DEFAULT: Any = object()
@@ -224,13 +240,18 @@ class RawStore:
     """Batching writer for ``raw_resource`` and ``quarantine`` on one connection."""
 
     def __init__(self, conn: Connection, *, batch_size: int = BATCH_SIZE,
-                 trim: ObservationTrim | None = DEFAULT) -> None:
+                 trim: ObservationTrim | None = DEFAULT,
+                 loaded_at: dt.datetime | None = None) -> None:
+        """``loaded_at``: the time of the load this store is part of, shared by the stores of
+        one load (one per file): rows it wrote earlier in the load are then known by their
+        ``fetched_at``, so an id met again with other content counts as a conflict."""
         self.conn = conn
         self.batch_size = batch_size
         self.trim: ObservationTrim | None = default_trim() if trim is DEFAULT else trim
         self.counts = StoreCounts()
         self._pending: dict[tuple[str, str, str], _Pending] = {}
-        self._fetched_at = _utcnow()
+        self._fetched_at = loaded_at or _utcnow()
+        self._mark: Any = None
         #: Bundles being opened (connector/extract/bundle.py bounds the nesting)
         self.bundle_depth = 0
 
@@ -272,18 +293,36 @@ class RawStore:
         key = (item.site, rtype, item.rid)
         earlier = self._pending.get(key)
         if earlier is not None:
-            # The same id twice in one batch: keep the newer, count the other.
+            # The same id twice in one batch: an identical copy is counted unchanged; of
+            # two different ones the later is kept (see ``_conflict``).
             if earlier.digest == item.digest:
                 self.counts.unchanged[rtype] += 1
                 return
-            if not is_newer((item.version_id, item.last_updated),
-                            (earlier.version_id, earlier.last_updated)):
-                self.counts.older[rtype] += 1
-                return
             self.counts.older[rtype] += 1
+            if not self._conflict(item, (earlier.version_id, earlier.last_updated),
+                                  earlier.body):
+                return
         self._pending[key] = item
         if len(self._pending) >= self.batch_size:
             self.flush()
+
+    def _conflict(self, item: _Pending, stored: tuple[str | None, str | None],
+                  stored_body: str | Callable[[], str]) -> bool:
+        """Count an id met twice in one load with different content; True when ``item``
+        (the later in file order) is the copy kept.
+
+        The copy with the higher numeric ``versionId`` wins, else the one with the later
+        ``meta.lastUpdated``, else the later in file order. In that last case nothing
+        says which copy is right, so the losing one is also quarantined whole with the
+        reason: its content stays visible instead of vanishing."""
+        self.counts.conflicts[item.rtype] += 1
+        order = version_order((item.version_id, item.last_updated), stored)
+        if order == 0:
+            body = stored_body() if callable(stored_body) else stored_body
+            self.quarantine(body, site=item.site, source=item.source,
+                            resource_type=item.rtype, resource_id=item.rid,
+                            reason=CONFLICT_REASON)
+        return order >= 0
 
     def mark_deleted(self, *, site: str, resource_type: str, resource_id: str,
                      source: str) -> None:
@@ -335,11 +374,22 @@ class RawStore:
                 # driver-level SQL: building the statement in SQLAlchemy cost more than
                 # the lookup itself (2 ms a batch)
                 rows = self.conn.exec_driver_sql(_lookup_sql(self.conn.dialect, len(chunk)),
-                                                 (site, rtype, *chunk))
+                                                 (self._load_mark(), site, rtype, *chunk))
                 for row in rows:
                     existing[(site, rtype, row[0])] = (row[1], row[2], row[3], bool(row[4]),
-                                                       row[5])
+                                                       row[5], bool(row[6]))
         return existing
+
+    def _load_mark(self) -> Any:
+        """This load's ``fetched_at`` as the driver stores it (compared in ``_existing``)."""
+        if self._mark is None:
+            self._mark = _insert_plan(self.conn.dialect, self._fetched_at)[1]
+        return self._mark
+
+    def _stored_body(self, item: _Pending) -> str:
+        return self.conn.execute(select(RawResource.body).where(
+            RawResource.site == item.site, RawResource.resource_type == item.rtype,
+            RawResource.resource_id == item.rid)).scalar_one()
 
     def _values(self, item: _Pending) -> dict[str, Any]:
         return {
@@ -378,6 +428,13 @@ class RawStore:
             if old is None:
                 inserts.append(item)
                 self.counts.new[item.rtype] += 1
+            elif old[5] and old[2] != item.digest:  # written earlier in this same load
+                if self._conflict(item, (old[0], old[1]),
+                                  lambda item=item: self._stored_body(item)):
+                    updates.append(self._values(item))
+                    self.counts.updated[item.rtype] += 1
+                else:
+                    self.counts.older[item.rtype] += 1
             elif old[2] == item.digest and old[3] == item.deleted:
                 if old[4] is not None and item.trimmed is None:  # trimmed before, wanted now
                     updates.append(self._values(item))
@@ -438,7 +495,8 @@ def _build_lookup_sql(dialect: Dialect, n_ids: int) -> str:
         raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
     prep = dialect.identifier_preparer
     table = prep.format_table(RawResource.__table__)
-    return (f"SELECT {', '.join(prep.quote(c) for c in _LOOKUP_COLUMNS)} "  # noqa: S608
+    return (f"SELECT {', '.join(prep.quote(c) for c in _LOOKUP_COLUMNS)}, "  # noqa: S608
+            f"CASE WHEN {prep.quote('fetched_at')} = {mark} THEN 1 ELSE 0 END "
             f"FROM {table} WHERE {prep.quote('site')} = {mark} "
             f"AND {prep.quote('resource_type')} = {mark} "
             f"AND {prep.quote('resource_id')} IN ({', '.join([mark] * n_ids)})")

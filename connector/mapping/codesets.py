@@ -72,9 +72,16 @@ class CodeSets:
     coded_values: dict[tuple[str, str, str], str] = field(default_factory=dict)
     limits: dict[str, str] = field(default_factory=dict)
     lab_text: LabText = field(default_factory=LabText)  # text / below-limit M-protein
+    #: resource type → modifier extension URLs known not to change what the study reads
+    #: (``"*"``: any type); any other modifier quarantines (connector/mapping/modifiers.py)
+    modifiers: dict[str, frozenset[str]] = field(default_factory=dict)
     directory: Path = DEFAULT_DIR
 
     # -- derived helpers ---------------------------------------------------
+
+    def allowed_modifiers(self, resource_type: str) -> frozenset[str]:
+        return self.modifiers.get(resource_type, frozenset()) | self.modifiers.get(
+            "*", frozenset())
 
     def namespace(self, system: object) -> str | None:
         """The short name of a code system URI, however the server spelled it."""
@@ -202,7 +209,21 @@ def _load(directory: Path) -> CodeSets:
     for _, row in _rows(directory / "limits.csv", ("name", "value")):
         cs.limits[row["name"]] = row["value"]
     cs.lab_text = load_lab_text(directory / "lab_text.csv", _rows)
+    _load_modifiers(cs, directory / "modifier_extensions.csv")
     return cs
+
+
+def _load_modifiers(cs: CodeSets, path: Path) -> None:
+    """Modifier extensions the map may ignore; a site copy of mappings/ from before the
+    file existed allows none."""
+    if not path.exists():
+        return
+    found: dict[str, set[str]] = {}
+    for lineno, row in _rows(path, ("url", "resource_type", "status")):
+        if "://" not in row["url"] and not row["url"].startswith("urn:"):
+            raise CodeSetError(f"{path.name}:{lineno}: url must be a URL or URN")
+        found.setdefault(row["resource_type"] or "*", set()).add(row["url"])
+    cs.modifiers = {rtype: frozenset(urls) for rtype, urls in found.items()}
 
 
 def _system_key(cs: CodeSets, path: Path, lineno: int, system: str) -> str:

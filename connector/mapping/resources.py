@@ -44,6 +44,7 @@ from connector.mapping.match import (
     match_procedure,
     unit_rule,
 )
+from connector.mapping.modifiers import unknown_modifier
 from connector.mapping.orders import ORDER_TYPES, map_order
 from connector.mapping.text import phrase_tokens
 from connector.mapping.validate import r4b_problem
@@ -245,7 +246,10 @@ class SiteMapper:
         handler = self._handlers.get(row.resource_type)
         if handler is None:
             return
-        if row.resource_type not in ("Patient", "Medication"):
+        if row.resource_type not in ("Patient", "Medication") and not unknown_modifier(
+                resource, self.cs.allowed_modifiers(row.resource_type), row.body):
+            # a resource with a modifier the tool does not know says nothing reliable,
+            # not even that the patient was seen that day
             self.last_records.note(resource)
         try:
             handler(row, resource)
@@ -313,6 +317,7 @@ class SiteMapper:
             if gender is not None and gender not in GENDERS:
                 raise Reject("unknown gender value")
             death_date, deceased = self._death(res, birth_year)
+            self._modifiers(row, res)
             self._structure(row.resource_type, res, row.body)
         except Reject:
             self.bad_patients.add(row.resource_id)
@@ -436,7 +441,9 @@ class SiteMapper:
         """Validate a separate Medication once; quarantine it and its users when invalid."""
         if medication_id not in self._medication_problem:
             row, res = self.medications[medication_id]
-            problem = structure_problem("Medication", res, self.cs.max_string_chars, row.body)
+            problem = (unknown_modifier(res, self.cs.allowed_modifiers("Medication"), row.body)
+                       or structure_problem("Medication", res, self.cs.max_string_chars,
+                                            row.body))
             self._medication_problem[medication_id] = problem
             if problem:
                 self._quarantine(row, problem)
@@ -567,7 +574,13 @@ class SiteMapper:
     def _defer(self, row: RawRow, res: dict,
                additions: list[tuple[_Candidates, tuple, tuple, Row]]) -> None:
         """Queue rows whose resource passed the cheap checks for batch validation."""
+        self._modifiers(row, res)
         self._pending.append((row, res, additions))
+
+    def _modifiers(self, row: RawRow, res: dict) -> None:
+        problem = unknown_modifier(res, self.cs.allowed_modifiers(row.resource_type), row.body)
+        if problem:
+            raise Reject(problem)
 
     def _flush(self) -> None:
         """Validate the queued resources (in worker processes when given) and keep the valid.

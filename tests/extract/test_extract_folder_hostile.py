@@ -134,3 +134,77 @@ def test_unknown_resource_types_are_quarantined_with_their_reason(tmp_path, clea
         counts = orjson.loads(conn.execute(sa.text("SELECT counts_json FROM extract_run"))
                               .scalar_one())
     assert counts["Encounter"] == {"skipped": 1}
+
+
+def _versioned(res: dict, version: str | None = None, updated: str | None = None) -> dict:
+    meta = {k: v for k, v in (("versionId", version), ("lastUpdated", updated)) if v}
+    return {**res, "meta": meta} if meta else dict(res)
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_the_same_id_twice_with_other_content(tmp_path, clean, split):
+    """In one file or across two files of one load: the later lastUpdated wins whatever the
+    order, else the later copy in file order (the other is quarantined); identical copies
+    are just de-duplicated; the counts say how many conflicts there were."""
+    resources = _clean()
+    wrong_lab = _versioned(_lab("o1", "p1", 9.9), updated="2023-01-01T00:00:00Z")
+    right_lab = _versioned(resources[5], updated="2023-06-01T00:00:00Z")  # later: wins
+    first_admin = _admin("ma3", "p2", date="2021-01-01")  # no version: the later copy wins
+    extra = [right_lab, resources[2], first_admin]  # ma1 again, identical
+    rest = [wrong_lab if r["id"] == "o1" else r for r in resources]
+    files = ({"a.ndjson": extra, "b.ndjson": rest} if split
+             else {"a.ndjson": [*extra, *rest]})
+    engine, extracted, _ = _run(tmp_path, f"dupes-{split}", files)
+    assert snapshot(engine, NORMALIZED) == clean
+    assert extracted.counts.conflicts == {"Observation": 1, "MedicationAdministration": 1}
+    assert extracted.quarantined == 1
+    rows = _quarantine(engine)
+    assert [(r[1], r[2]) for r in rows] == [("MedicationAdministration", "ma3")]
+    assert rows[0][3].startswith("conflicting duplicate")
+    with engine.connect() as conn:
+        kept = orjson.loads(conn.execute(sa.text(
+            "SELECT raw FROM quarantine")).scalar_one())
+        counts = orjson.loads(conn.execute(sa.text("SELECT counts_json FROM extract_run"))
+                              .scalar_one())
+    assert kept["effectiveDateTime"] == "2021-01-01"  # the losing copy, whole
+    assert counts["Observation"]["conflicts"] == 1
+
+
+REFUSED = "http://hospital.example/fhir/StructureDefinition/patient-refused"
+
+
+def _modified() -> list[dict]:
+    """Events the study would map, each carrying a modifier extension somewhere."""
+    modifier = [{"url": REFUSED, "valueBoolean": True}]
+    return [
+        _admin("ma9", "p1", date="2022-08-01", modifierExtension=modifier),
+        _admin("ma8", "p2", date="2022-08-02",
+               dosage={"text": "1 mg", "modifierExtension": modifier}),
+        _lab("o9", "p2", 3.3, date="2022-08-03",
+             component=[{"code": {"text": "part"}, "modifierExtension": modifier}]),
+    ]
+
+
+def test_unknown_modifier_extensions_quarantine_the_resource(tmp_path, clean):
+    engine, _, mapped = _run(tmp_path, "modifiers", {"r.ndjson": [*_clean(), *_modified()]})
+    assert snapshot(engine, NORMALIZED) == clean
+    rows = _quarantine(engine)
+    assert [(r[0], r[2]) for r in rows] == [("map", "ma8"), ("map", "ma9"), ("map", "o9")]
+    assert {r[3] for r in rows} == {
+        f"unknown modifierExtension (not in mappings/modifier_extensions.csv): {REFUSED}"}
+    assert mapped.quarantined == 3
+
+
+def test_a_modifier_listed_in_mappings_is_mapped(tmp_path, monkeypatch):
+    import shutil
+
+    from connector.mapping.codesets import DEFAULT_DIR
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(DEFAULT_DIR, folder)
+    with (folder / "modifier_extensions.csv").open("a") as fh:
+        fh.write(f"{REFUSED},MedicationAdministration,test only,unconfirmed,this test\n")
+    monkeypatch.setenv("COHORT_MAPPINGS_DIR", str(folder))
+    engine, _, mapped = _run(tmp_path, "allowed", {"r.ndjson": [*_clean(), *_modified()]})
+    assert mapped.rows["medication_exposure"] == 5  # ma8 and ma9 too
+    assert [r[2] for r in _quarantine(engine)] == ["o9"]  # listed for administrations only
