@@ -424,6 +424,7 @@ class BulkExtraction:
         with self.engine.begin() as conn, load_cache(conn):
             store = RawStore(conn)
             store.counts = counts
+            store.base = self.config.base_url  # its absolute references are local
             source = f"$export {f.resource_type or f.kind}"
             if duck_key is not None:
                 n = load_export_duck(store, path, site=self.site, source=source,
@@ -469,6 +470,7 @@ class BulkExtraction:
                 with self.engine.begin() as conn:
                     store = RawStore(conn)
                     store.counts = counts
+                    store.base = self.config.base_url
                     for resource in page.resources:
                         store.add(resource, site=self.site, source="Medication?_id")
                     store.flush()

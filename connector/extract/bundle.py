@@ -5,6 +5,8 @@ its own: ``request.method = DELETE`` entries mark the stored resource deleted, a
 that is not an object or has no resource is quarantined with its reason, and a Bundle
 inside a Bundle is opened in turn, down to ``MAX_DEPTH`` levels (deeper is quarantined:
 no real export nests that far, and the bound keeps a hostile file from recursing).
+An entry whose ``fullUrl`` is absolute has that URL's base as its own: its absolute
+references under the same base are local (connector/extract/checks.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import orjson
+
+from connector.extract.checks import reference_base
 
 if TYPE_CHECKING:
     from connector.extract.store import RawStore
@@ -58,4 +62,6 @@ def _load_entry(store: RawStore, entry: object, *, site: str, source: str) -> No
         store.quarantine(orjson.dumps(entry), site=site, source=source,
                          reason="Bundle entry without resource")
         return
-    store.add(resource, site=site, source=source)
+    full_url = entry.get("fullUrl")
+    base = reference_base(full_url) if isinstance(full_url, str) else None
+    store.add(resource, site=site, source=source, base=base)

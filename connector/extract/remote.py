@@ -639,6 +639,7 @@ class RemoteExtraction:
         with self.engine.begin() as conn:
             store = RawStore(conn)
             store.counts = self.counts
+            store.base = self.config.base_url  # its absolute references are local
             for resource in page.resources:
                 rtype = resource.get("resourceType")
                 self.totals.fetched[rtype if isinstance(rtype, str) else job.rtype] += 1

@@ -21,7 +21,12 @@ from sqlalchemy.engine import Connection, Dialect
 
 from connector.db.fastinsert import PLACEHOLDERS
 from connector.db.models import Quarantine, RawResource
-from connector.extract.checks import is_resource_type, unknown_type_reason
+from connector.extract.checks import (
+    ABSOLUTE_REFERENCE,
+    foreign_reference,
+    is_resource_type,
+    unknown_type_reason,
+)
 from connector.extract.trim import ObservationTrim, default_trim
 
 #: The resource types the study reads; other FHIR types are counted and skipped, and a
@@ -149,6 +154,7 @@ class Rejected:
     site: str
     source: str
     rtype: str | None = None
+    rid: str | None = None
 
 
 @dataclass(slots=True)
@@ -168,17 +174,18 @@ Prepared = _Pending | Rejected | Nested | str
 
 
 def prepare_raw(raw: bytes, *, site: str, source: str,
-                trim: ObservationTrim | None) -> Prepared:
+                trim: ObservationTrim | None, base: str | None = None) -> Prepared:
     """``prepare`` for one JSON text (an NDJSON line)."""
     try:
         resource = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         return Rejected(raw, f"invalid JSON: {exc}", site, source)
-    return prepare(resource, site=site, source=source, raw=raw, trim=trim)
+    return prepare(resource, site=site, source=source, raw=raw, trim=trim, base=base)
 
 
 def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
-            deleted: bool = False, trim: ObservationTrim | None = None) -> Prepared:
+            deleted: bool = False, trim: ObservationTrim | None = None,
+            base: str | None = None) -> Prepared:
     """Check one parsed resource and make its row: canonical text, hash, trimmed body.
 
     Pure (no database): everything about one input that does not depend on what is
@@ -210,6 +217,10 @@ def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
     except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. nesting deeper than orjson allows
         return Rejected(raw or repr(resource)[:100_000], f"cannot be stored: {exc}", site,
                         source, rtype)
+    if ABSOLUTE_REFERENCE.search(body):  # rare: most exports use relative references
+        problem = foreign_reference(resource, base)
+        if problem:
+            return Rejected(raw or body, problem, site, source, rtype, rid)
     digest = content_hash(body)
     kept = trim.trimmed(resource) if trim is not None else None
     if kept is not None:
@@ -252,6 +263,9 @@ class RawStore:
         self._pending: dict[tuple[str, str, str], _Pending] = {}
         self._fetched_at = loaded_at or _utcnow()
         self._mark: Any = None
+        #: the base URL of the server the resources come from (None for a folder): an
+        #: absolute reference is local only under it (connector/extract/checks.py)
+        self.base: str | None = None
         #: Bundles being opened (connector/extract/bundle.py bounds the nesting)
         self.bundle_depth = 0
 
@@ -259,7 +273,7 @@ class RawStore:
 
     def add_raw(self, raw: bytes, *, site: str, source: str) -> None:
         """Parse one JSON text (an NDJSON line) and add it, or quarantine it."""
-        self.accept(prepare_raw(raw, site=site, source=source, trim=self.trim))
+        self.accept(prepare_raw(raw, site=site, source=source, trim=self.trim, base=self.base))
 
     def add(
         self,
@@ -269,10 +283,12 @@ class RawStore:
         source: str,
         raw: bytes | None = None,
         deleted: bool = False,
+        base: str | None = None,
     ) -> None:
-        """Add one parsed resource; ``raw`` is its original text when known."""
+        """Add one parsed resource; ``raw`` is its original text when known, ``base`` the
+        base URL it was read from when not the store's (a Bundle entry's ``fullUrl``)."""
         self.accept(prepare(resource, site=site, source=source, raw=raw, deleted=deleted,
-                            trim=self.trim))
+                            trim=self.trim, base=base or self.base))
 
     def accept(self, item: Prepared) -> None:
         """Take one prepared input: queue a resource, count a skipped type, open a Bundle,
@@ -287,7 +303,7 @@ class RawStore:
             return
         if isinstance(item, Rejected):
             self.quarantine(item.raw, site=item.site, source=item.source, reason=item.reason,
-                            resource_type=item.rtype)
+                            resource_type=item.rtype, resource_id=item.rid)
             return
         rtype = item.rtype
         key = (item.site, rtype, item.rid)

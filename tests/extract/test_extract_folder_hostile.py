@@ -208,3 +208,93 @@ def test_a_modifier_listed_in_mappings_is_mapped(tmp_path, monkeypatch):
     engine, _, mapped = _run(tmp_path, "allowed", {"r.ndjson": [*_clean(), *_modified()]})
     assert mapped.rows["medication_exposure"] == 5  # ma8 and ma9 too
     assert [r[2] for r in _quarantine(engine)] == ["o9"]  # listed for administrations only
+
+
+OWN = "http://hospital.example/fhir"
+OTHER = "http://other.example/fhir"
+
+
+def _absolute(res: dict, base: str) -> dict:
+    """``res`` with its subject as an absolute reference under ``base``."""
+    return {**res, "subject": {"reference": f"{base}/{res['subject']['reference']}"}}
+
+
+def _foreign() -> list[dict]:
+    """Events of another server's patients p1 and p2 (and its Medication x)."""
+    return [_absolute(_admin("ma7", "p1", date="2022-09-01"), OTHER),
+            _absolute(_lab("o7", "p2", 5.0, date="2022-09-02"), "https://other.example/fhir"),
+            {**_admin("ma6", "p1", date="2022-09-03"), "medicationReference": {
+                "reference": f"{OTHER}/Medication/x/_history/2"}}]
+
+
+def test_references_to_another_server_do_not_attach_to_local_patients(tmp_path, clean):
+    foreign = _foreign()
+    del foreign[2]["medicationCodeableConcept"]
+    engine, extracted, _ = _run(tmp_path, "foreign", {"r.ndjson": [*_clean(), *foreign]})
+    assert snapshot(engine, NORMALIZED) == clean
+    assert extracted.quarantined == 3
+    rows = _quarantine(engine)
+    assert [(r[0], r[2]) for r in rows] == [("extract", "ma6"), ("extract", "ma7"),
+                                            ("extract", "o7")]
+    assert [r[3].split(" (")[0] for r in rows] == [
+        "medicationReference refers to another server", "subject refers to another server",
+        "subject refers to another server"]
+    assert not any("p1" in r[3] or "p2" in r[3] for r in rows)
+
+
+def test_a_bundle_s_own_base_is_local_and_another_is_not(tmp_path, clean):
+    entries = []
+    for res in _clean():
+        if "subject" in res:
+            res = _absolute(res, OWN)
+        entries.append({"fullUrl": f"{OWN}/{res['resourceType']}/{res['id']}",
+                        "resource": res})
+    foreign = _foreign()[:2]
+    entries += [{"fullUrl": f"{OWN}/{r['resourceType']}/{r['id']}", "resource": r}
+                for r in foreign]
+    root = tmp_path / "bundle" / "site_a"
+    root.mkdir(parents=True)
+    (root / "export.json").write_bytes(orjson.dumps(
+        {"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    engine = pipeline.open_db(f"sqlite:///{tmp_path / 'bundle'}.db")
+    extracted = pipeline.extract(engine, str(tmp_path / "bundle"))
+    pipeline.map_(engine)
+    assert snapshot(engine, NORMALIZED) == clean
+    assert extracted.quarantined == 2
+    assert [r[2] for r in _quarantine(engine)] == ["ma7", "o7"]
+
+
+def _unversioned(engine) -> dict[str, list[tuple]]:  # noqa: ANN001
+    """The normalized tables without ``version_id`` (a server numbers the versions it
+    stores; a folder's resources have none)."""
+    meta = sa.MetaData()
+    meta.reflect(engine, only=list(NORMALIZED))
+    with engine.connect() as conn:
+        return {name: sorted((tuple(r) for r in conn.execute(sa.select(*(
+            c for c in meta.tables[name].columns
+            if c.name not in ("id", "version_id", "loaded_at"))))), key=repr)
+            for name in NORMALIZED}
+
+
+def test_a_server_s_own_base_url_is_local(tmp_path):
+    """Through REST, references under the server's own base URL map like relative ones;
+    another server's do not (a real test server behind the proxy)."""
+    from fhir_server import load_resources, start_behind_proxy
+
+    from connector.extract import run_extract
+
+    server, proxy = start_behind_proxy()
+    try:
+        own = [_absolute(r, server.base_url) if "subject" in r else r for r in _clean()]
+        load_resources(server, [*own, *_foreign()[:2]])
+        engine = pipeline.open_db(f"sqlite:///{tmp_path / 'rest'}.db")
+        summary = run_extract(engine, server.base_url, site="site_a", scope="all",
+                              rate_limit=0, page_size=50, overlap_seconds=0)
+    finally:
+        proxy.stop()
+        server.stop()
+    pipeline.map_(engine)
+    clean, _, _ = _run(tmp_path, "clean", {"r.ndjson": _clean()})
+    assert _unversioned(engine) == _unversioned(clean)
+    assert summary.quarantined == 2
+    assert [r[2] for r in _quarantine(engine)] == ["ma7", "o7"]

@@ -73,10 +73,13 @@ def observation(oid: str, pid: str, loinc: str, date: str = "2022-03-01",
     return res
 
 
-def load(engine, resources: list[Resource], site: str = "site_a") -> None:
-    """Put resources into the raw store the way the extract stage does."""
+def load(engine, resources: list[Resource], site: str = "site_a",
+         base: str | None = None) -> None:
+    """Put resources into the raw store the way the extract stage does; ``base``: the
+    server's base URL, under which absolute references are local."""
     with engine.begin() as conn:
         store = RawStore(conn)
+        store.base = base
         for res in resources:
             store.add(copy.deepcopy(res), site=site, source="test")
         store.flush()

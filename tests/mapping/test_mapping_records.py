@@ -153,7 +153,7 @@ def test_medication_references(engine):
         {"resourceType": "Medication", "id": "x1", "code": concept(HCPCS, "J9047")},
         {"resourceType": "Medication", "id": "x2", "code": {"text": "local kit"},
          "ingredient": [{"itemCodeableConcept": concept(RXNORM, "3264", "dexamethasone")}]},
-    ])
+    ], base="https://ehr.example/fhir")  # m3's absolute reference is under the own base
     summary = run_map(engine)
     assert summary.quarantined == 0
     assert rows(engine, "medication_exposure", "source_id", "ingredient", "drug_class") == [
