@@ -103,7 +103,8 @@ h1{font-size:1.6em;border-bottom:2px solid #444}h2{font-size:1.25em;margin-top:2
 border-bottom:1px solid #ccc}table{border-collapse:collapse;margin:1em 0;font-size:.92em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
 th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}
-figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #ddd}
+figure{margin:1.5em 0}figure img{width:100%;max-width:960px;height:auto;
+border:1px solid #ddd}
 figcaption,.caption{font-size:.9em;color:#555;font-style:italic}
 """
 

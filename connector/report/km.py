@@ -81,7 +81,8 @@ def _draw_curve(ax, index: int, curve: Curve, stop: float) -> None:  # noqa: ANN
                 color=curve.color, ms=7, mew=1.2)
 
 
-def _mark_median(ax, index: int, curve: Curve, stop: float) -> None:  # noqa: ANN001
+def _mark_median(ax, index: int, curve: Curve, stop: float,  # noqa: ANN001
+                 x_max: float) -> None:
     """Dashed lines from the curve's median to both axes and the value at its foot."""
     median = curve.fit.median
     if median is None or median > stop:
@@ -91,7 +92,8 @@ def _mark_median(ax, index: int, curve: Curve, stop: float) -> None:  # noqa: AN
     vertical, = ax.plot([median, median], [0, 0.5], **style)
     horizontal.set_gid(f"median-{index}-to-y")
     vertical.set_gid(f"median-{index}-to-x")
-    right = index % 2 == 0  # two curves: one value right of its line, one left
+    # two curves: one value right of its line, one left; never past the axis end
+    right = index % 2 == 0 and median < 0.9 * x_max
     label = ax.annotate(f"{median:.1f}", xy=(median, 0), xytext=(3 if right else -3, 3),
                         textcoords="offset points", ha="left" if right else "right",
                         va="bottom", fontsize=8, color=curve.color, fontweight="bold")
@@ -131,15 +133,15 @@ def km_figure(curves: Sequence[Curve], xlabel: str, *, ylabel: str = "survival (
                 f"fewer than {min_at_risk} at risk from the start")
         table.axis("off")
         return fig
+    t_max = max(stop for _, _, stop in drawn)
+    xlim = (0, t_max * 1.03 if t_max > 0 else 1)
     for index, curve, stop in drawn:
         _draw_curve(ax, index, curve, stop)
-        _mark_median(ax, index, curve, stop)
+        _mark_median(ax, index, curve, stop, xlim[1])
     for curve, stop in zip(curves, stops, strict=True):
         if stop is None and curve.fit.fitter is not None:
             ax.plot([], [], color=curve.color,
                     label=f"{curve.label} (n={curve.fit.n}: not drawn, <{min_at_risk})")
-    t_max = max(stop for _, _, stop in drawn)
-    xlim = (0, t_max * 1.03 if t_max > 0 else 1)
     ax.set_xlim(xlim)
     ax.set_ylim(0, 1.03)
     ax.yaxis.set_major_locator(MultipleLocator(0.25))
