@@ -153,11 +153,13 @@ def run(
     _preflight(source, site, bulk=bool(extra.get("bulk")), out=out)
     progress = _progress(quiet)
     engine = _open(db)
-    with _locked(engine, source, site):
+    sites = _sites_of(source, site)
+    with _locked_sites(engine, sites):
+        # Only the sites this run holds the locks of: another run may be loading the rest.
         _run_extract(engine, source, site, progress, scope=scope, **extra)
-        _run_map(engine, site, progress)
-        _run_derive(engine, site, progress)
-        _run_analyze(engine, out, progress)
+        _run_map(engine, sites, progress)
+        _run_derive(engine, sites, progress)
+        _run_analyze(engine, out, progress, sites=sites)
 
 
 @app.command()
@@ -171,7 +173,7 @@ def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt
     extra.update({"loader": loader} if loader else {})
     _preflight(source, site, bulk=bool(extra.get("bulk")))
     engine = _open(db)
-    with _locked(engine, source, site):
+    with _locked_sites(engine, _sites_of(source, site)):
         _run_extract(engine, source, site, _progress(quiet), scope=scope, **extra)
 
 
@@ -187,8 +189,9 @@ def map_cmd(
     engine = _open(db)
     from connector.mapping.run import raw_sites
 
-    with _locked_sites(engine, [site] if site else raw_sites(engine)):
-        _run_map(engine, site, _progress(quiet))
+    sites = [site] if site else raw_sites(engine)
+    with _locked_sites(engine, sites):
+        _run_map(engine, sites, _progress(quiet))
     if unmapped is not None:
         from connector.mapping import write_unmapped
 
@@ -200,15 +203,25 @@ def map_cmd(
 def derive(site: str | None = SiteOpt, db: str = DbOpt, quiet: bool = QuietOpt) -> None:
     """Derive the cohort: index CAR-T, progression, lines of therapy, responses."""
     engine = _open(db)
-    with _locked_sites(engine, [site] if site else _normalized_sites(engine)):
-        _run_derive(engine, site, _progress(quiet))
+    sites = [site] if site else _normalized_sites(engine)
+    with _locked_sites(engine, sites):
+        _run_derive(engine, sites, _progress(quiet))
 
 
 @app.command()
-def analyze(db: str = DbOpt, out: Path = OutOpt, quiet: bool = QuietOpt) -> None:
+def analyze(
+    db: str = DbOpt, out: Path = OutOpt, quiet: bool = QuietOpt,
+    site: list[str] = typer.Option(
+        None, "--site", callback=_site_names,
+        help="Report only this site (repeatable). Default: every site of the database, "
+             "whose locks it takes (exit 4 while a run of any of them is going)."),
+) -> None:
     """Analyse outcomes and write the report folder (results.json, report.html, CSVs, plots)."""
     _preflight(out=out)
-    _run_analyze(_open(db), out, _progress(quiet))
+    engine = _open(db)
+    sites = list(site) if site else _all_sites(engine)
+    with _locked_sites(engine, sites):
+        _run_analyze(engine, out, _progress(quiet), sites=list(site) if site else None)
 
 
 @app.command()
@@ -430,18 +443,17 @@ def _preflight(source: str | None = None, site: str | None = None, *, bulk: bool
         _fail(str(exc), EXIT_USAGE)
 
 
-@contextmanager
-def _locked(engine, source: str | None, site: str | None) -> Iterator[None]:  # noqa: ANN001
-    """Hold the lock of every site the run writes; exit 4 if another run holds one."""
+def _sites_of(source: str, site: str | None) -> list[str]:
+    """The sites a run of ``source`` writes (and locks, maps, derives and reports)."""
     from connector.lock import sites_for_source
 
-    with _locked_sites(engine, sites_for_source(source, site)):
-        yield
+    return sites_for_source(source, site)
 
 
 @contextmanager
 def _locked_sites(engine, sites: list[str]) -> Iterator[None]:  # noqa: ANN001
-    """Hold the lock of each of ``sites``; exit 4 if another run holds one."""
+    """Hold the lock of each of ``sites``; exit 4 if another run holds one, or if another
+    process keeps the SQLite database's write lock past the busy timeout."""
     from connector.lock import LockHeld, site_locks
 
     try:
@@ -450,6 +462,20 @@ def _locked_sites(engine, sites: list[str]) -> Iterator[None]:  # noqa: ANN001
     except LockHeld as exc:
         _fail(f"{exc}; not starting (exit {EXIT_LOCKED}: try again when it has finished)",
               EXIT_LOCKED)
+    except Exception as exc:
+        _fail_if_busy(exc)
+        raise
+
+
+def _fail_if_busy(exc: BaseException) -> None:
+    """Exit 4 with a message when ``exc`` is SQLite's "database is locked"."""
+    from connector.db.engine import database_busy, sqlite_busy_seconds
+
+    if database_busy(exc):
+        _fail(f"the database is busy: another process held its write lock for more than "
+              f"{sqlite_busy_seconds():g} s (COHORT_SQLITE_BUSY_SECONDS); stopped here, what "
+              f"was committed stays and the next run resumes (exit {EXIT_LOCKED}: try again "
+              "when it has finished)", EXIT_LOCKED)
 
 
 def _normalized_sites(engine) -> list[str]:  # noqa: ANN001
@@ -461,12 +487,25 @@ def _normalized_sites(engine) -> list[str]:  # noqa: ANN001
         return sorted(conn.execute(select(Patient.site).distinct()).scalars())
 
 
+def _all_sites(engine) -> list[str]:  # noqa: ANN001
+    """Every site with rows in the raw store, the normalized or the derived tables."""
+    from sqlalchemy import select
+
+    from connector.db.models import CohortPatient
+    from connector.mapping.run import raw_sites
+
+    with engine.connect() as conn:
+        derived = set(conn.execute(select(CohortPatient.site).distinct()).scalars())
+    return sorted(set(raw_sites(engine)) | set(_normalized_sites(engine)) | derived)
+
+
 def _open(db: str):  # noqa: ANN202
     from connector.pipeline import open_db
 
     try:
         return open_db(db)
     except Exception as exc:  # noqa: BLE001
+        _fail_if_busy(exc)
         _fail(f"cannot open database: {type(exc).__name__}: {exc}", EXIT_USAGE)
 
 
@@ -501,24 +540,25 @@ def _run_extract(engine, source: str, site: str | None, progress: Progress,  # n
                f"{summary.quarantined} quarantined ({', '.join(summary.sites)})")
 
 
-def _run_map(engine, site: str | None, progress: Progress) -> None:  # noqa: ANN001
+def _run_map(engine, sites: list[str], progress: Progress) -> None:  # noqa: ANN001
     from connector import pipeline
 
-    summary = pipeline.map_(engine, site=site, progress=progress)
+    summary = pipeline.map_(engine, sites=sites, progress=progress)
     typer.echo(f"map: {summary}")
 
 
-def _run_derive(engine, site: str | None, progress: Progress) -> None:  # noqa: ANN001
+def _run_derive(engine, sites: list[str], progress: Progress) -> None:  # noqa: ANN001
     from connector import pipeline
 
-    summary = pipeline.derive(engine, site=site, progress=progress)
+    summary = pipeline.derive(engine, sites=sites, progress=progress)
     typer.echo(f"derive: {summary}")
 
 
-def _run_analyze(engine, out: Path, progress: Progress) -> None:  # noqa: ANN001
+def _run_analyze(engine, out: Path, progress: Progress,  # noqa: ANN001
+                 sites: list[str] | None = None) -> None:
     from connector import pipeline
 
-    results = pipeline.analyze(engine, out, progress=progress)
+    results = pipeline.analyze(engine, out, sites=sites, progress=progress)
     typer.echo(f"analyze: {results.get('n_patients')} patients, "
                f"{results.get('n_lines')} lines; report in {out}/")
 

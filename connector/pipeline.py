@@ -6,6 +6,8 @@ do exactly the same thing.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,35 +30,75 @@ def extract(engine: Engine, source: str, *, site: str | None = None,
     return run_extract(engine, source, site=site, progress=progress, **options)
 
 
-def map_(engine: Engine, *, site: str | None = None, progress: Progress | None = None):  # noqa: ANN201
+def map_(engine: Engine, *, site: str | None = None, sites: Sequence[str] | None = None,
+         progress: Progress | None = None):  # noqa: ANN201
+    """Map ``site``, or each of ``sites`` (the ones a run has locked), or every site."""
     from connector.mapping import run_map
 
-    return run_map(engine, site=site, progress=progress)
+    if sites is None:
+        return run_map(engine, site=site, progress=progress)
+    return _combined([run_map(engine, site=s, progress=progress) for s in sites],
+                     "connector.mapping.run", "MapSummary")
 
 
-def derive(engine: Engine, *, site: str | None = None, progress: Progress | None = None):  # noqa: ANN201
+def derive(engine: Engine, *, site: str | None = None, sites: Sequence[str] | None = None,
+           progress: Progress | None = None):  # noqa: ANN201
+    """Derive ``site``, or each of ``sites`` (the ones a run has locked), or every site."""
     from connector.cohort import run_derive
 
-    return run_derive(engine, site=site, progress=progress)
+    if sites is None:
+        return run_derive(engine, site=site, progress=progress)
+    return _combined([run_derive(engine, site=s, progress=progress) for s in sites],
+                     "connector.cohort.build", "DeriveSummary")
 
 
-def analyze(engine: Engine, out: Path, *, progress: Progress | None = None) -> dict[str, Any]:
+def _combined(summaries: list, module: str, name: str):  # noqa: ANN001, ANN202
+    """One summary of per-site summaries: lists joined, counts and count tables added."""
+    import importlib
+
+    if not summaries:
+        return getattr(importlib.import_module(module), name)()
+    total = summaries[0]
+    for other in summaries[1:]:
+        for f in dataclasses.fields(total):
+            mine, theirs = getattr(total, f.name), getattr(other, f.name)
+            if isinstance(mine, list):
+                mine.extend(theirs)
+            elif isinstance(mine, dict):
+                for key, n in theirs.items():
+                    mine[key] = mine.get(key, 0) + n
+            elif isinstance(mine, int | float) and not isinstance(mine, bool):
+                setattr(total, f.name, mine + theirs)
+    return total
+
+
+def analyze(engine: Engine, out: Path, *, sites: Sequence[str] | None = None,
+            progress: Progress | None = None) -> dict[str, Any]:
     """Analyse the derived cohort and write the report folder; returns results.json's content.
 
-    The folder is written beside ``out`` first and its files moved in one by one
-    (``connector.atomic``), so a failed run leaves the previous report whole.
+    ``sites``: only these sites' patients (and unmapped codes), the ones a run holds the
+    locks of; None: every site. The folder is written beside ``out`` first and its files
+    moved in one by one (``connector.atomic``), so a failed run leaves the previous
+    report whole.
     """
-    from connector.analysis import run_analysis
+    from connector.analysis import analyze_frames, load_tables, run_analysis
     from connector.atomic import staged_folder
     from connector.report import write_report
 
-    analysis = run_analysis(engine)
+    if sites is None:
+        analysis = run_analysis(engine)
+    else:
+        patients, lines = load_tables(engine)
+        analysis = analyze_frames(
+            patients[patients["site"].isin(list(sites))].reset_index(drop=True),
+            lines[lines["site"].isin(list(sites))].reset_index(drop=True))
     with staged_folder(out) as stage:
-        write_report(analysis, stage, extra_sections=[_unmapped_section(engine, stage)])
+        write_report(analysis, stage,
+                     extra_sections=[_unmapped_section(engine, stage, sites)])
     return analysis.results
 
 
-def _unmapped_section(engine: Engine, out: Path):  # noqa: ANN202
+def _unmapped_section(engine: Engine, out: Path, sites: Sequence[str] | None):  # noqa: ANN202
     """The codes seen but not mapped, so a data team knows what to add to mappings/."""
     import pandas as pd
 
@@ -64,7 +106,7 @@ def _unmapped_section(engine: Engine, out: Path):  # noqa: ANN202
     from connector.report.document import Section
 
     path = out / "unmapped_codes.csv"
-    n = write_unmapped(engine, path)
+    n = write_unmapped(engine, path, sites)
     frame = pd.read_csv(path, dtype=str, keep_default_na=False).head(30)
     frame.columns = [str(c).replace("_", " ") for c in frame.columns]  # words, not codes
     text = (f"{n} {'code' if n == 1 else 'codes'} seen in the extracted resources "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,16 +23,59 @@ def get_engine(db_url: str) -> Engine:
         db_url = "postgresql+psycopg://" + db_url.split("://", 1)[1]
     engine = create_engine(db_url)
     if engine.dialect.name == "sqlite":
+        busy_ms = int(sqlite_busy_seconds() * 1000)
+
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+            cur.close()
+
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
+#: How long a SQLite write waits for another process's write transaction to end.
+#: Sites share one SQLite file's single write lock; a long map of one site makes the
+#: other site's run wait this long before it gives up with exit 4 (``database_busy``).
+SQLITE_BUSY_SECONDS = 60.0
+
+
+def sqlite_busy_seconds() -> float:
+    """``COHORT_SQLITE_BUSY_SECONDS`` (seconds, > 0), else ``SQLITE_BUSY_SECONDS``."""
+    raw = os.environ.get("COHORT_SQLITE_BUSY_SECONDS", "").strip()
+    if not raw:
+        return SQLITE_BUSY_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 10**7:
+        raise ValueError(f"COHORT_SQLITE_BUSY_SECONDS must be a number of seconds above 0, "
+                         f"not {raw!r}")
+    return value
+
+
+def database_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite giving up on a write lock another process held too long.
+
+    Not a failure of the run's data: what was committed stays and the next run resumes,
+    so the CLI exits 4 (like a held site lock) instead of printing a traceback.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(getattr(exc, "orig", None) or exc).lower()
+        if isinstance(exc, OperationalError) and ("database is locked" in text
+                                                  or "database is busy" in text):
+            return True
+        if type(exc).__name__ == "OperationalError" and "database is locked" in text:
+            return True  # sqlite3's own, outside SQLAlchemy
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
 
 
 #: SQLite page cache while a file is loaded into the raw store (the default is 2 MB).

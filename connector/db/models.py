@@ -58,6 +58,23 @@ class RawResource(SQLModel, table=True):
     body: str = Field(sa_column=Column(Text, nullable=False))
 
 
+class RawContact(SQLModel, table=True):
+    """The latest day of each patient's Observations that are stored as their code only.
+
+    Written by the extract (connector/extract/contact.py) for the Observations it trims or,
+    with the DuckDB loader, only counts; read by the map stage into the last contact.
+    ``patient_ref`` is the Observation's ``subject.reference`` as sent.
+    """
+
+    __tablename__ = "raw_contact"
+    __table_args__ = (UniqueConstraint("site", "patient_ref"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str
+    patient_ref: str
+    last_day: str  # YYYY-MM-DD
+
+
 class RawCodeCount(SQLModel, table=True):
     """Observations no lab code maps, loaded by the DuckDB path: one count per code and file.
 

@@ -56,6 +56,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
 from connector.db.models import RawCodeCount, RawResource
+from connector.extract.contact import merge_day, today_text, write_contacts
 from connector.extract.store import RawStore
 from connector.extract.trim import ObservationTrim
 
@@ -147,6 +148,31 @@ def observation_codes(con: duckdb.DuckDBPyConnection, path: Path
         raise DuckUnreadable(str(exc).splitlines()[0][:300]) from None
     lines = sum(int(n) for _, n in rows)
     return lines, {str(code): int(n) for code, n in rows if code is not None}
+
+
+#: What ``observation_contacts`` reads: x[1..3] as in ``_FIELDS``, x[4] subject.reference,
+#: x[5] status, x[6..10] the day fields of connector/extract/contact.py.
+_CONTACT_FIELDS = ("json_extract(json, ['$.resourceType', '$.id', '$.code', "
+                   "'$.subject.reference', '$.status', '$.effectiveDateTime', "
+                   "'$.effectiveInstant', '$.issued', '$.effectivePeriod.start', "
+                   "'$.effectivePeriod.end'])")
+
+
+def observation_contacts(con: duckdb.DuckDBPyConnection, path: Path, today: str
+                         ) -> list[tuple[str, str]]:
+    """(subject reference, latest day) of the file's Observations with an unused code.
+
+    The SQL twin of ``contact.contact_of``, for the Observations the loader only counts;
+    needs the ``unused`` table."""
+    days = ", ".join(f"x[{i}]->>'$'" for i in range(6, 11))
+    sql = (f"SELECT ref, max(left(d, 10)) FROM ("  # noqa: S608
+           f"SELECT x[4]->>'$' AS ref, unnest([{days}]) AS d FROM ("
+           f"SELECT {_CONTACT_FIELDS} AS x FROM {ndjson_source(path)}) "
+           f"WHERE {_OBS_WITH_ID} AND x[3]::VARCHAR IN (SELECT v FROM unused) "
+           f"AND coalesce(x[5]->>'$', '') <> 'entered-in-error') "
+           f"WHERE ref <> '' AND regexp_matches(d, '^\\d{{4}}-\\d{{2}}-\\d{{2}}') "
+           f"AND left(d, 10) <= ? GROUP BY ref")
+    return [(str(ref), str(day)) for ref, day in con.execute(sql, [today]).fetchall()]
 
 
 def unused_codes(codes: dict[str, int], trim: ObservationTrim) -> dict[str, dict]:
@@ -273,6 +299,7 @@ def load_ndjson_duck(store: RawStore, path: Path, *, site: str, source: str,
         lines, codes = observation_codes(con, path)
         unused = unused_codes(codes, trim)
         _register(con, "unused", list(unused))
+        contacts = observation_contacts(con, path, today_text()) if unused else []
         stored_ids = _stored_observation_ids(store.conn, site) if unused else []
         if stored_ids:
             _register(con, "stored", stored_ids)
@@ -291,6 +318,10 @@ def load_ndjson_duck(store: RawStore, path: Path, *, site: str, source: str,
             kept += 1
     counted = write_code_counts(store, counts, unused, site=site, source=source,
                                 file_key=file_key, digest=trim.digest)
+    book: dict[tuple[str, str], str] = {}
+    for ref, day in contacts:
+        merge_day(book, site, ref, day)
+    write_contacts(store.conn, book)
     return DuckLoad(lines=lines, kept=kept, counted=counted)
 
 

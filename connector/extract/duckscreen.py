@@ -72,14 +72,69 @@ def screen_rows(con: duckdb.DuckDBPyConnection, path: Path) -> list[tuple]:
     """(type, id, code, medication concept, medication ref, subject ref, contained, n) of
     the file's administrations, procedures and medications, grouped."""
     sql = (f"SELECT x[1]->>'$', CASE WHEN x[1] = '\"Medication\"' THEN x[2]->>'$' END, "  # noqa: S608
-           f"x[3]::VARCHAR, x[4]::VARCHAR, x[5]->>'$', x[6]->>'$', x[7]::VARCHAR, count(*) "
-           f"FROM (SELECT {_SCREEN_FIELDS} AS x FROM {ndjson_source(path)}) "
-           f"WHERE x[1] IN ('\"MedicationAdministration\"', '\"Procedure\"', '\"Medication\"') "
-           f"GROUP BY ALL")
+           f"x[3]::VARCHAR, x[4]::VARCHAR, x[5]->>'$', x[6]->>'$', x[7]::VARCHAR, count(*), "
+           f"CASE WHEN x[1] = '\"Bundle\"' THEN line END "
+           f"FROM (SELECT {_SCREEN_FIELDS} AS x, json::VARCHAR AS line "
+           f"FROM {ndjson_source(path)}) "
+           f"WHERE x[1] IN ('\"MedicationAdministration\"', '\"Procedure\"', '\"Medication\"', "
+           f"'\"Bundle\"') GROUP BY ALL")
     try:
-        return con.execute(sql).fetchall()
+        found = con.execute(sql).fetchall()
     except duckdb.Error as exc:
         raise DuckUnreadable(str(exc).splitlines()[0][:300]) from None
+    rows: list[tuple] = []
+    for *row, bundle in found:
+        if bundle is None:
+            rows.append(tuple(row))
+        else:  # a Bundle on one line: its entries are loaded, so they are screened too
+            try:
+                rows += bundle_rows(orjson.loads(bundle))
+            except orjson.JSONDecodeError:
+                continue
+    return rows
+
+
+_SCREENED = ("MedicationAdministration", "Procedure", "Medication")
+
+
+def resource_row(res: Any) -> tuple | None:
+    """The ``screen_rows`` row of one parsed resource, or None when it is not screened."""
+    def text(value: Any) -> str | None:
+        return orjson.dumps(value).decode() if value is not None else None
+
+    def ref(value: Any) -> str | None:
+        return value.get("reference") if isinstance(value, dict) else None
+
+    if not isinstance(res, dict):
+        return None
+    rtype = res.get("resourceType")
+    if rtype not in _SCREENED:
+        return None
+    try:
+        return (rtype, res.get("id") if rtype == "Medication" else None,
+                text(res.get("code")), text(res.get("medicationCodeableConcept")),
+                ref(res.get("medicationReference")), ref(res.get("subject")),
+                text(res.get("contained")), 1)
+    except (TypeError, orjson.JSONEncodeError):
+        return None  # the load quarantines it
+
+
+def bundle_rows(bundle: Any, depth: int = 0) -> list[tuple]:
+    """``screen_rows`` rows of the entries of a Bundle (Bundles inside opened as the load
+    opens them, connector/extract/bundle.py)."""
+    from connector.extract.bundle import MAX_DEPTH
+
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    if depth >= MAX_DEPTH or not isinstance(entries, list):
+        return []
+    rows: list[tuple] = []
+    for entry in entries:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(res, dict) and res.get("resourceType") == "Bundle":
+            rows += bundle_rows(res, depth + 1)
+        elif (row := resource_row(res)) is not None:
+            rows.append(row)
+    return rows
 
 
 def cohort_patients(rows: Iterable[tuple], terms: CarTCodes) -> set[str]:
@@ -142,12 +197,6 @@ def screen_rows_python(path: Path) -> list[tuple]:
 
     from connector.extract.folder import iter_lines
 
-    def text(value: Any) -> str | None:
-        return orjson.dumps(value).decode() if value is not None else None
-
-    def ref(value: Any) -> str | None:
-        return value.get("reference") if isinstance(value, dict) else None
-
     rows: list[tuple] = []
     try:
         for line in iter_lines(path):
@@ -155,23 +204,18 @@ def screen_rows_python(path: Path) -> list[tuple]:
                 res = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
-            if not isinstance(res, dict):
-                continue
-            rtype = res.get("resourceType")
-            if rtype not in ("MedicationAdministration", "Procedure", "Medication"):
-                continue
-            rows.append((rtype, res.get("id") if rtype == "Medication" else None,
-                         text(res.get("code")), text(res.get("medicationCodeableConcept")),
-                         ref(res.get("medicationReference")), ref(res.get("subject")),
-                         text(res.get("contained")), 1))
+            if isinstance(res, dict) and res.get("resourceType") == "Bundle":
+                rows += bundle_rows(res)
+            elif (row := resource_row(res)) is not None:
+                rows.append(row)
     except (EOFError, gzip.BadGzipFile, zlib.error):
         pass  # the lines before the cut are screened; the load quarantines the file's end
     return rows
 
 
 def site_cohort(paths: Iterable[Path], terms: CarTCodes | None = None) -> set[str]:
-    """The screened patients of one site's files (NDJSON through DuckDB, others and
-    unreadable ones line by line; Bundle ``.json`` files are not screened)."""
+    """The screened patients of one site's files (NDJSON through DuckDB, unreadable ones
+    line by line; a Bundle, on one NDJSON line or in a ``.json`` file, by its entries)."""
     from connector.extract.duck import duck_connection
     from connector.extract.folder import NDJSON_SUFFIXES
 
@@ -180,9 +224,23 @@ def site_cohort(paths: Iterable[Path], terms: CarTCodes | None = None) -> set[st
     with duck_connection() as con:
         for path in paths:
             if not path.name.endswith(NDJSON_SUFFIXES):
+                rows += _json_file_rows(path)
                 continue
             try:
                 rows += screen_rows(con, path)
             except DuckUnreadable:
                 rows += screen_rows_python(path)
     return cohort_patients(rows, terms)
+
+
+def _json_file_rows(path: Path) -> list[tuple]:
+    """``screen_rows`` rows of a ``.json`` file (a Bundle or one resource); a file that is
+    not JSON gives none (the load quarantines it)."""
+    try:
+        doc = orjson.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
+    except (orjson.JSONDecodeError, OSError):
+        return []
+    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle":
+        return bundle_rows(doc)
+    row = resource_row(doc)
+    return [row] if row is not None else []

@@ -27,6 +27,7 @@ from connector.extract.checks import (
     is_resource_type,
     unknown_type_reason,
 )
+from connector.extract.contact import contact_of, merge_day, today_text, write_contacts
 from connector.extract.trim import ObservationTrim, default_trim
 
 #: The resource types the study reads; other FHIR types are counted and skipped, and a
@@ -145,6 +146,8 @@ class _Pending:
     source: str
     deleted: bool = False
     trimmed: str | None = None  # the filter's digest when only the code is kept
+    #: (subject reference, latest day) of a trimmed Observation (connector/extract/contact.py)
+    contact: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -238,6 +241,7 @@ def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
         source=source,
         deleted=deleted,
         trimmed=trim.digest if kept is not None and trim is not None else None,
+        contact=contact_of(resource, today_text()) if kept is not None else None,
     )
 
 
@@ -431,12 +435,21 @@ class RawStore:
                  i.source, flags[i.deleted], i.trimmed, i.body) for i in items]
         self.conn.exec_driver_sql(sql, rows)
 
+    def _write_contacts(self, items: list[_Pending]) -> None:
+        """The last day of the batch's trimmed Observations, per patient (a later day only)."""
+        book: dict[tuple[str, str], str] = {}
+        for item in items:
+            if item.contact is not None and not item.deleted:
+                merge_day(book, item.site, *item.contact)
+        write_contacts(self.conn, book)
+
     def flush(self) -> None:
         """Write the pending batch: insert new ids, update newer versions."""
         if not self._pending:
             return
         items = list(self._pending.values())
         self._pending.clear()
+        self._write_contacts(items)
         existing = self._existing(items)
         inserts: list[_Pending] = []
         updates: list[dict[str, Any]] = []

@@ -7,8 +7,9 @@ procedure the study ignores or an oral drug no code set knows too early. So the
 map stage notes the latest date of every resource it reads, whatever its code,
 and writes it to ``patient.last_record_date``; derive takes the latest of it and
 the events. Records entered in error are not contact. Observations the extract
-stored as their code only (connector/extract/trim.py) carry no date and cannot
-count.
+stored as their code only (connector/extract/trim.py) or only counted (the DuckDB
+loader) count through the latest day the extract kept for each patient
+(``raw_contact``, connector/extract/contact.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from connector.db.models import Patient
+from connector.db.models import Patient, RawContact
 from connector.mapping.fhir import Reject, parse_date, reference_target
 
 #: The fields that date a resource (the first found of each group is read).
@@ -82,6 +83,21 @@ class LastRecords:
         last = max(days)
         if last > self.days.get(patient, dt.date.min):
             self.days[patient] = last
+
+    def note_day(self, patient: str, day: dt.date) -> None:
+        """Remember one plausible day for ``patient``."""
+        if self.earliest_allowed <= day <= self.latest_allowed and \
+                day > self.days.get(patient, dt.date.min):
+            self.days[patient] = day
+
+    def note_trimmed(self, conn: Connection, site: str) -> None:
+        """Take in the latest days the extract kept of the site's trimmed Observations."""
+        rows = conn.execute(select(RawContact.patient_ref, RawContact.last_day)
+                            .where(RawContact.site == site))
+        for ref, day in rows:
+            target = reference_target({"reference": ref})
+            if target is not None and target[0] == "Patient":
+                self.note_day(target[1], _parsed(day))
 
     def apply(self, patient_rows: list[dict[str, Any]]) -> None:
         """Set ``last_record_date`` on collected patient rows."""

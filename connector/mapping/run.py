@@ -180,6 +180,7 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
         advance(read % 500)
         result = mapper.finish()
         write_drained(conn, site, mapper.drain(), now)
+        mapper.last_records.note_trimmed(conn, site)
         mapper.last_records.write(conn, site)
         trimmed = count_trimmed(conn, site)
         touch_site(conn, site, now, create_site=read + trimmed > 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -20,13 +21,14 @@ from connector.mapping.run import FIRST_PASS, iter_raw, raw_sites, trimmed_codes
 COLUMNS = ("resource_type", "system", "code", "display", "count")
 
 
-def collect_unmapped(engine: Engine) -> tuple[Counter, dict[UnmappedKey, str]]:
-    """Counts of unmapped codings (and text-only names) over every site."""
+def collect_unmapped(engine: Engine, sites: Sequence[str] | None = None,
+                     ) -> tuple[Counter, dict[UnmappedKey, str]]:
+    """Counts of unmapped codings (and text-only names) over ``sites`` (default: every site)."""
     codesets = load_codesets()
     counts: Counter = Counter()
     displays: dict[UnmappedKey, str] = {}
     with engine.connect() as conn:
-        for site in raw_sites(engine):
+        for site in raw_sites(engine) if sites is None else sites:
             mapper = SiteMapper(codesets, site, secret=None, today=dt.date.today(),
                                 unmapped_only=True)
             for types in (FIRST_PASS, EVENT_TYPES):
@@ -52,9 +54,10 @@ def _merge(result: SiteResult, weight: int, counts: Counter,
             displays[key] = text
 
 
-def write_unmapped(engine: Engine, path: Path | str) -> int:
-    """Write the unmapped-code CSV (most frequent first); returns the number of rows."""
-    counts, displays = collect_unmapped(engine)
+def write_unmapped(engine: Engine, path: Path | str, sites: Sequence[str] | None = None) -> int:
+    """Write the unmapped-code CSV (most frequent first) of ``sites`` (default: every site);
+    returns the number of rows."""
+    counts, displays = collect_unmapped(engine, sites)
     rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

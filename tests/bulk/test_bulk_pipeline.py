@@ -119,4 +119,8 @@ def test_cohort_run_bulk_on_the_fixture_cohort_matches_the_folder_run(tmp_path):
     finally:
         for server in servers.values():
             server.stop()
+    # each run reports only the site it ran (issue 13 item 4); analyze reports them all
+    result = runner.invoke(app, ["analyze", "--db", bulk_db,
+                                 "--out", str(tmp_path / "report_bulk"), "-q"])
+    assert result.exit_code == 0, result.output
     assert _report_files(tmp_path / "report_bulk") == expected

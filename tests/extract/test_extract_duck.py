@@ -104,6 +104,10 @@ def test_normalized_tables_are_those_of_the_python_path(tmp_path):
         counted = conn.execute(sa.select(sa.func.sum(RawCodeCount.n))).scalar_one()
     # no raw row for the routine results, only their counts: 6 of 7 shapes, 1400 lines
     assert counted == 1200 and raw == {True: raw[True]}
+    # yet their days reach the last contact, as on the Python path (patient rows equal)
+    with duck_engine.connect() as conn:
+        latest = conn.execute(sa.text("SELECT max(last_record_date) FROM patient")).scalar()
+    assert str(latest) == "2023-12-28"
     assert py_facts[3] >= 1200  # the unmapped count includes them on both paths
 
 

@@ -50,13 +50,14 @@ def _write(folder: Path, name: str, lines: list) -> None:
         (line if isinstance(line, bytes) else orjson.dumps(line)) + b"\n" for line in lines))
 
 
-def _run(tmp_path: Path, name: str, files: dict[str, list], loader: str = "python"):
+def _run(tmp_path: Path, name: str, files: dict[str, list], loader: str = "python",
+         db_url: str | None = None):
     """Extract a folder with one site (``files``: file name → lines) and map it:
     (engine, extract summary, map summary)."""
     root = tmp_path / name
     for file_name, lines in files.items():
         _write(root / "site_a", file_name, lines)
-    engine = pipeline.open_db(f"sqlite:///{tmp_path / name}.db")
+    engine = pipeline.open_db(db_url or f"sqlite:///{tmp_path / name}.db")
     extracted = pipeline.extract(engine, str(root), loader=loader)
     mapped = pipeline.map_(engine)
     return engine, extracted, mapped
@@ -89,6 +90,27 @@ def test_a_bundle_on_one_ndjson_line_loads_its_entries(tmp_path, clean, loader):
     assert extracted.counts.new["MedicationAdministration"] == 3
     assert "Bundle" not in extracted.counts.skipped
     assert _quarantine(engine) == []
+
+
+def _cohort_scope(tmp_path: Path, name: str, lines: list) -> dict:
+    root = tmp_path / name
+    _write(root / "site_a", "r.ndjson", lines)
+    engine = pipeline.open_db(f"sqlite:///{tmp_path / name}.db")
+    extracted = pipeline.extract(engine, str(root), loader="duckdb", scope="cohort")
+    pipeline.map_(engine)
+    return {"tables": snapshot(engine, NORMALIZED), "outside": dict(extracted.counts.outside)}
+
+
+def test_the_cohort_screen_reads_a_bundle_line(tmp_path):
+    """``--loader duckdb --scope cohort``: a CAR-T infusion written inside a Bundle line
+    puts its patient in the cohort, as the same infusion on a line of its own does."""
+    resources = _clean()
+    car_t = resources.pop(3)  # ma2: p1's CAR-T infusion
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": car_t}]}
+    plain = _cohort_scope(tmp_path, "plain", _clean())
+    bundled = _cohort_scope(tmp_path, "bundled", [*resources, bundle])
+    assert plain["tables"]["medication_exposure"]  # p1 is in the cohort
+    assert bundled == plain
 
 
 def test_a_bundle_line_with_a_bad_entry_quarantines_only_that_entry(tmp_path, clean):
@@ -141,17 +163,44 @@ def _versioned(res: dict, version: str | None = None, updated: str | None = None
     return {**res, "meta": meta} if meta else dict(res)
 
 
+def _duplicated() -> tuple[list[dict], list[dict]]:
+    """Two files of one site: o1 twice (the right copy has the later lastUpdated, and
+    comes first), ma3 twice without version (the right copy comes later), ma1 twice
+    identical."""
+    resources = _clean()
+    wrong_lab = _versioned(_lab("o1", "p1", 9.9), updated="2023-01-01T00:00:00Z")
+    right_lab = _versioned(resources[5], updated="2023-06-01T00:00:00Z")
+    first_admin = _admin("ma3", "p2", date="2021-01-01")
+    return ([right_lab, resources[2], first_admin],
+            [wrong_lab if r["id"] == "o1" else r for r in resources])
+
+
+def test_conflicts_on_postgresql_and_on_a_rerun(tmp_path, clean, pg_url):
+    """Rows written earlier in the load are known by their load time on PostgreSQL too;
+    loading the same files again gives the same tables, counts and quarantine."""
+    first, second = _duplicated()
+    engine, extracted, _ = _run(tmp_path, "pg", {"a.ndjson": first, "b.ndjson": second},
+                                db_url=pg_url)
+    assert snapshot(engine, NORMALIZED) == clean
+    assert extracted.counts.conflicts == {"Observation": 1, "MedicationAdministration": 1}
+    before = snapshot(engine, ("raw_resource", "quarantine"))
+    again = pipeline.extract(engine, str(tmp_path / "pg"))
+    pipeline.map_(engine)
+    assert snapshot(engine, NORMALIZED) == clean
+    assert snapshot(engine, ("raw_resource", "quarantine")) == before
+    assert [r[2] for r in _quarantine(engine)] == ["ma3"]
+    # the copy decided by file order is a conflict again; the older lab is just older now
+    assert again.counts.conflicts == {"MedicationAdministration": 1}
+    assert again.quarantined == 1
+    engine.dispose()
+
+
 @pytest.mark.parametrize("split", [False, True])
 def test_the_same_id_twice_with_other_content(tmp_path, clean, split):
     """In one file or across two files of one load: the later lastUpdated wins whatever the
     order, else the later copy in file order (the other is quarantined); identical copies
     are just de-duplicated; the counts say how many conflicts there were."""
-    resources = _clean()
-    wrong_lab = _versioned(_lab("o1", "p1", 9.9), updated="2023-01-01T00:00:00Z")
-    right_lab = _versioned(resources[5], updated="2023-06-01T00:00:00Z")  # later: wins
-    first_admin = _admin("ma3", "p2", date="2021-01-01")  # no version: the later copy wins
-    extra = [right_lab, resources[2], first_admin]  # ma1 again, identical
-    rest = [wrong_lab if r["id"] == "o1" else r for r in resources]
+    extra, rest = _duplicated()
     files = ({"a.ndjson": extra, "b.ndjson": rest} if split
              else {"a.ndjson": [*extra, *rest]})
     engine, extracted, _ = _run(tmp_path, f"dupes-{split}", files)

@@ -31,8 +31,30 @@ def test_last_record_counts_resources_no_code_set_maps(engine):
         # entered in error: not a contact
         med_admin("m2", "p1", concept(RXNORM, "723", "amoxicillin"), date="2022-09-01",
                   status="entered-in-error"),
-        # a heart rate: the raw store keeps only its code (extract/trim.py), so no date
+        # a heart rate: the raw store keeps only its code (extract/trim.py) and, for the
+        # last contact, its patient's latest day (extract/contact.py)
         observation("o2", "p2", "8867-4", date="2021-12-24", value=70, unit="/min"),
+        observation("o3", "p2", "8867-4", date="2021-11-02", value=72, unit="/min"),
+        # not contact: entered in error, or a day after the load
+        observation("o4", "p2", "8867-4", date="2022-01-05", value=70, unit="/min",
+                    status="entered-in-error"),
+        observation("o5", "p3", "8867-4", date="2999-01-01", value=70, unit="/min"),
     ])
     run_map(engine)
-    assert _last_records(engine) == {"p1": D(2022, 7, 2), "p2": None, "p3": None}
+    assert _last_records(engine) == {"p1": D(2022, 7, 2), "p2": D(2021, 12, 24), "p3": None}
+    with engine.connect() as conn:  # the vital signs themselves are still code only
+        bodies = conn.execute(sa.text(
+            "SELECT count(*) FROM raw_resource WHERE trimmed IS NOT NULL")).scalar_one()
+    assert bodies == 4
+
+
+def test_a_later_load_only_moves_the_trimmed_contact_forward(engine):
+    load(engine, [patient("p2"),
+                  observation("o2", "p2", "8867-4", date="2021-12-24", value=70, unit="/min")])
+    load(engine, [observation("o9", "p2", "8867-4", date="2021-10-01", value=70, unit="/min")])
+    run_map(engine)
+    assert _last_records(engine)["p2"] == D(2021, 12, 24)
+    load(engine, [observation("o10", "p2", "8867-4", date="2022-02-01", value=70,
+                              unit="/min")])
+    run_map(engine)
+    assert _last_records(engine)["p2"] == D(2022, 2, 1)
