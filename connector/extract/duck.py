@@ -113,6 +113,7 @@ def duck_connection() -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect(config={"threads": THREADS, "memory_limit": MEMORY_LIMIT,
                                  "temp_directory": spill,
                                  "preserve_insertion_order": True})
+    con.execute("SET enable_progress_bar = false")  # DuckDB's own bar would tear the CLI's
     try:
         yield con
     finally:
