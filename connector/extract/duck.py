@@ -56,10 +56,10 @@ import orjson
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
+from connector.codes.labfilter import ObservationTrim
 from connector.db.models import RawCodeCount, RawResource
 from connector.extract.contact import merge_day, today_text, write_contacts
 from connector.extract.store import RawStore
-from connector.extract.trim import ObservationTrim
 
 log = logging.getLogger(__name__)
 

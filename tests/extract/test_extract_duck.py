@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from connector import pipeline
+from connector.codes.codesets import DEFAULT_DIR
 from connector.db.models import RawCodeCount
 from connector.extract.duck import duck_connection, observation_codes
 from connector.fhir.errors import SiteConfigError
-from connector.mapping.codesets import DEFAULT_DIR
 from connector.mapping.unmapped import write_unmapped
 
 ROOT = Path(__file__).resolve().parents[2]
