@@ -49,12 +49,12 @@ import orjson
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from connector.codes.labfilter import default_trim
 from connector.db.engine import load_cache
 from connector.db.models import BulkFile, BulkJob, RawCodeCount, RawResource, SyncState
 from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
 from connector.extract.run import ExtractSummary, _finish_run, _merge_counts, _start_run
 from connector.extract.store import RawStore, StoreCounts
-from connector.extract.trim import default_trim
 from connector.fhir.bulk import (
     BulkClient,
     BulkExportError,
@@ -663,7 +663,7 @@ def request_key(request: ExportRequest) -> str:
         key += f" _typeFilter={digest[:10]}"
     if not request.types or "Observation" in request.types:
         # Observations are stored trimmed by the lab code sets in force: when they change,
-        # the next export is a full one (connector/extract/trim.py)
+        # the next export is a full one (connector/codes/labfilter.py)
         trim = default_trim()
         key += f" bodies={trim.digest if trim else 'all'}"
     return key
