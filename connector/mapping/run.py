@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from connector.codes.codesets import CodeSets, load_codesets
 from connector.codes.labfilter import ObservationTrim, lab_filter_digest
+from connector.db.clock import utcnow
 from connector.db.fastinsert import insert_rows
 from connector.db.models import (
     ConditionRecord,
@@ -167,7 +168,7 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
         clear_site_rows(conn, site)
         mapper = SiteMapper(codesets, site, secret=secret, today=today or dt.date.today(),
                             validate_many=validate_many, collect=False)
-        now = dt.datetime.now(dt.UTC)
+        now = utcnow()
         read = 0
         for types in (FIRST_PASS, EVENT_TYPES):
             for row in iter_raw(conn, site, types):
@@ -310,17 +311,6 @@ def write_drained(conn: Connection, site: str, out: Drained, now: dt.datetime) -
                         (ConditionRecord, out.conditions)):
         insert_batches(conn, model, rows)
     insert_batches(conn, Quarantine, [dict(q, created_at=now) for q in out.quarantine])
-
-
-def replace_site_rows(conn: Connection, site: str, result: SiteResult, *,
-                      create_site: bool = True) -> None:
-    """Swap the site's normalized rows and map quarantine for a collected ``result``'s."""
-    clear_site_rows(conn, site)
-    now = dt.datetime.now(dt.UTC)
-    touch_site(conn, site, now, create_site=create_site)
-    write_drained(conn, site, Drained(
-        patients=result.patients, exposures=result.exposures, procedures=result.procedures,
-        labs=result.labs, conditions=result.conditions, quarantine=result.quarantine), now)
 
 
 def insert_batches(conn: Connection, model: type, rows: list[dict]) -> None:
