@@ -7,13 +7,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 
 from connector.db.engine import load_cache
-from connector.db.models import ExtractRun
 from connector.extract.folder import find_files, load_file, site_of
+from connector.extract.records import finish_run, merge_counts, start_run, utcnow
 from connector.extract.store import RawStore, StoreCounts
 from connector.progress import Progress
 
@@ -29,10 +27,6 @@ class ExtractSummary:
     @property
     def quarantined(self) -> int:
         return self.counts.quarantined
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def source_kind(source: str) -> str:
@@ -123,9 +117,9 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
     total_bytes = sum(p.stat().st_size for p in files)
     with progress.task("extract", total=total_bytes, unit="B") as advance:
         for site_name, paths in by_site.items():
-            run_id = _start_run(engine, site_name, str(root))
+            run_id = start_run(engine, site_name, str(root), "folder")
             counts = StoreCounts()
-            loaded_at = _utcnow()  # one load: every file's rows share it (conflict check)
+            loaded_at = utcnow()  # one load: every file's rows share it (conflict check)
             try:
                 cohort = None
                 if scope == "cohort":
@@ -139,10 +133,10 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
                                               loaded_at=loaded_at)
                     advance(path.stat().st_size)
             except BaseException as exc:
-                _finish_run(engine, run_id, counts, status="failed", message=type(exc).__name__)
+                finish_run(engine, run_id, counts, status="failed", message=type(exc).__name__)
                 raise
-            _finish_run(engine, run_id, counts, status="ok")
-            _merge_counts(summary.counts, counts)
+            finish_run(engine, run_id, counts, status="ok")
+            merge_counts(summary.counts, counts)
             _warn_conflicts(site_name, counts)
     return summary
 
@@ -179,7 +173,7 @@ def _load_one(engine: Engine, path: Path, *, site: str, source: str, counts: Sto
             logging.getLogger(__name__).warning("%s: %s; loading it line by line", path.name,
                                                 exc)
         else:
-            _merge_counts(counts, attempt)
+            merge_counts(counts, attempt)
             return n
     with engine.begin() as conn, load_cache(conn):
         store = RawStore(conn, loaded_at=loaded_at)
@@ -187,26 +181,3 @@ def _load_one(engine: Engine, path: Path, *, site: str, source: str, counts: Sto
         n = load_file(store, path, site=site, source=source)
         store.flush()
     return n
-
-
-def _merge_counts(into: StoreCounts, other: StoreCounts) -> None:
-    for name in StoreCounts.NAMES:
-        getattr(into, name).update(getattr(other, name))
-    into.quarantined += other.quarantined
-
-
-def _start_run(engine: Engine, site: str, source: str, mode: str = "folder") -> int:
-    with engine.begin() as conn:
-        result = conn.execute(insert(ExtractRun).values(
-            site=site, source=source, mode=mode, started_at=_utcnow(), status="running",
-            counts_json="{}", retries=0, errors=0, message=""))
-        return int(result.inserted_primary_key[0])
-
-
-def _finish_run(engine: Engine, run_id: int, counts: StoreCounts, *, status: str,
-                message: str = "", retries: int = 0, errors: int = 0) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(ExtractRun).where(ExtractRun.id == run_id).values(
-            finished_at=_utcnow(), status=status,
-            counts_json=orjson.dumps(counts.as_dict()).decode(),
-            retries=retries, errors=errors + counts.quarantined, message=message))
