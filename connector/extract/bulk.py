@@ -74,7 +74,7 @@ from connector.fhir.bulk import (
     PollPolicy,
 )
 from connector.fhir.client import FhirClient, outcome_text, to_instant
-from connector.fhir.config import SiteConfig, site_config_for_run
+from connector.fhir.config import SiteConfig
 from connector.fhir.errors import FhirSourceError, SiteConfigError
 from connector.progress import Progress
 
@@ -741,54 +741,19 @@ def _poll_display(progress: Progress) -> Iterator[Callable[[str | None], None]]:
 
 
 def extract_bulk(engine: Engine, source: str, *, site: str | None = None,
-                 progress: Progress | None = None, group: str | None = None,
-                 since: str | None = None, bulk_level: str | None = None,
-                 work_dir: str | Path | None = None, bulk_timeout: float | None = None,
-                 poll_max_wait: float | None = None, type_filter: list[str] | None = None,
-                 kickoff_method: str | None = None, partial_manifests: bool = False,
-                 keep_files: bool = False, poll_policy: PollPolicy | None = None,
-                 **options: Any) -> ExtractSummary:
+                 progress: Progress | None = None, **options: Any) -> ExtractSummary:
     """Extract from a FHIR server's Bulk Data ``$export`` (``source`` a base URL or a site
     TOML file) into the raw store; resumes an unfinished export of the same request.
 
-    ``group``: export ``Group/[id]``; ``bulk_level``: "system", "patient" or "group";
-    ``since``: an instant or date for ``_since`` (default: the previous export's
-    ``transactionTime``; "full" for a full export); ``work_dir``: where files are
-    downloaded (default ``.bulk`` beside a SQLite database); ``bulk_timeout``: seconds
-    to wait for the server in this run; ``poll_max_wait``: cap on one wait (default
-    the site's ``retry.retry_after_cap``); ``type_filter``: ``_typeFilter`` queries;
-    ``kickoff_method``: "GET" or "POST"; other ``options`` override the site config
-    as for REST (``timeout``, ``rate_limit``, ``retry``, ``auth``...).
+    ``options`` as ``connector.extract.source.RunOptions.from_keywords`` reads them:
+    ``group``, ``bulk_level``, ``since`` ("full" for a full export), ``work_dir``,
+    ``bulk_timeout``, ``poll_max_wait``, ``type_filter``, ``kickoff_method``, and the site
+    config settings of REST (``timeout``, ``rate_limit``, ``retry``, ``auth``...).
     """
-    options = dict(options)
-    options.pop("bulk", None)
-    loader = str(options.pop("loader", None) or "python")
-    options.pop("screen_terms", None)
-    if options.pop("scope", None) is not None:
-        raise SiteConfigError("--scope applies to REST extraction; a bulk export takes the "
-                              "whole server, the Patient compartment or a Group (--group ID)")
-    config = site_config_for_run(source, site, options)
-    policy = poll_policy or PollPolicy(max_wait=config.retry.retry_after_cap)
-    if bulk_timeout is not None:
-        policy.timeout = float(bulk_timeout)
-    if poll_max_wait is not None:
-        policy.max_wait = float(poll_max_wait)
-    method = (kickoff_method or "GET").upper()
-    if method not in ("GET", "POST"):
-        raise SiteConfigError("kickoff_method must be GET or POST")
-    level = bulk_level.lower() if bulk_level else None
-    if level is not None and level not in ("system", "patient", "group"):
-        raise SiteConfigError("--bulk-level must be system, patient or group")
-    settings = BulkSettings(level=level, group_id=group, since=since,
-                            type_filters=tuple(type_filter or ()), method=method,
-                            partial_manifests=partial_manifests,
-                            work_dir=Path(work_dir) if work_dir else None,
-                            keep_files=keep_files, poll=policy, loader=loader)
-    client = FhirClient.for_site(config)
-    try:
-        return BulkExtraction(engine, config, client, settings, progress).run()
-    finally:
-        client.close()
+    from connector.extract.source import RunOptions, resolve_source
+
+    return resolve_source(source, site, RunOptions.from_keywords({**options, "bulk": True})
+                          ).extract(engine, progress)
 
 
 __all__ = ["BulkExtraction", "BulkSettings", "extract_bulk", "load_export_file",

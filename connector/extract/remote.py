@@ -72,7 +72,6 @@ from connector.fhir.config import (
     MEDICATION_USERS,
     PATIENT_TYPES,
     SiteConfig,
-    site_config_for_run,
 )
 from connector.fhir.errors import (
     AuthError,
@@ -821,13 +820,9 @@ def extract_remote(engine: Engine, source: str, *, site: str | None = None,
     "patients"), ``page_size``, ``concurrency``, ``rate_limit``, ``overlap_seconds``,
     ``patients_per_request``, ``timeout``, ``detect_deletes``, ``auth`` (an AuthConfig),
     ``retry`` (a RetryConfig), any ``[quirks]`` key; ``screen_terms`` (a ScreenTerms)
-    replaces the CAR-T codes read from mappings/.
+    replaces the CAR-T codes read from mappings/ (``connector.extract.source.RunOptions``).
     """
-    options = dict(options)
-    screen_terms = options.pop("screen_terms", None)
-    config = site_config_for_run(source, site, options)
-    client = FhirClient.for_site(config)
-    try:
-        return RemoteExtraction(engine, config, client, progress, screen_terms).run()
-    finally:
-        client.close()
+    from connector.extract.source import RunOptions, resolve_source
+
+    return resolve_source(source, site, RunOptions.from_keywords(options)).extract(
+        engine, progress)

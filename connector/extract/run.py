@@ -1,4 +1,6 @@
-"""Run one extraction: pick the source kind, load into the raw store, record the run."""
+"""A folder extraction: its files into the raw store, a run record per site.
+
+Which kind of source a ``--source`` is, is decided once, in connector/extract/source.py."""
 
 from __future__ import annotations
 
@@ -27,71 +29,6 @@ class ExtractSummary:
     @property
     def quarantined(self) -> int:
         return self.counts.quarantined
-
-
-def source_kind(source: str) -> str:
-    """``url``, ``config`` or ``folder``, from the form of ``--source``."""
-    if source.startswith(("http://", "https://")):
-        return "url"
-    if source.endswith(".toml"):
-        return "config"
-    return "folder"
-
-
-def run_extract(engine: Engine, source: str, *, site: str | None = None,
-                progress: Progress | None = None, **options: object) -> ExtractSummary:
-    """Extract from ``source`` into the raw store of ``engine``."""
-    kind = source_kind(source)
-    bulk = bool(options.pop("bulk", False))
-    loader = options.pop("loader", None)
-    if kind == "folder":
-        if bulk:
-            from connector.fhir.errors import SiteConfigError
-
-            raise SiteConfigError("--bulk needs a FHIR server: --source URL or a site config")
-        return extract_folder(engine, Path(source), site=site, progress=progress,
-                              loader=_loader(loader),
-                              scope=_folder_scope(options.pop("scope", None), loader))
-    if bulk:  # Bulk Data $export (connector.extract.bulk)
-        from connector.extract.bulk import extract_bulk
-
-        return extract_bulk(engine, source, site=site, progress=progress,
-                            loader=_loader(loader), **options)
-    if loader is not None and _loader(loader) != "python":
-        from connector.fhir.errors import SiteConfigError
-
-        raise SiteConfigError("--loader duckdb applies to folder and Bulk export sources")
-    from connector.extract import remote  # the FHIR client stack, imported only when needed
-
-    return remote.extract_remote(engine, source, site=site, progress=progress, **options)
-
-
-LOADERS = ("python", "duckdb")
-
-
-def _loader(value: object) -> str:
-    """``python`` (the default) or ``duckdb``; ``COHORT_LOADER`` sets the default."""
-    import os
-
-    from connector.fhir.errors import SiteConfigError
-
-    name = str(value or os.environ.get("COHORT_LOADER") or "python").strip().lower()
-    if name not in LOADERS:
-        raise SiteConfigError(f"--loader must be one of {', '.join(LOADERS)}")
-    return name
-
-
-def _folder_scope(value: object, loader: object) -> str:
-    """A folder's scope: ``all`` (every patient, the default) or ``cohort`` (the DuckDB
-    loader only: patients with a CAR-T record, screened in SQL)."""
-    from connector.fhir.errors import SiteConfigError
-
-    scope = str(value or "all").strip().lower()
-    if scope not in ("all", "cohort"):
-        raise SiteConfigError("--scope for a folder must be 'all' or 'cohort'")
-    if scope == "cohort" and _loader(loader) != "duckdb":
-        raise SiteConfigError("--scope cohort for a folder needs --loader duckdb")
-    return scope
 
 
 def extract_folder(engine: Engine, root: Path, *, site: str | None = None,

@@ -58,8 +58,6 @@ KNOWN: set[tuple[str, str]] = {
     ("db", "lock"),  # migrations take an advisory key from lock.py
     ("extract", "mapping"),  # trim and screening read the code sets
     ("mapping", "extract"),  # the mapper reads the raw store's trim rules
-    ("lock", "extract"),  # the source string is classified again to find sites
-    ("lock", "fhir"),
 }
 
 
