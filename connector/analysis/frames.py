@@ -19,15 +19,16 @@ from sqlalchemy.engine import Engine
 
 from connector.analysis.nexttreatment import add_next_treatment_columns
 from connector.analysis.settings import DAYS_PER_MONTH
+from connector.codes.codesets import FINDINGS
+from connector.codes.rulesfile import study_terms
 
 PATIENT_COLUMNS = [
     "site", "source_id", "patient_key", "in_cohort", "exclusion_reason", "index_product",
     "index_date", "progression_date", "progression_basis", "death_date", "last_contact_date",
     "birth_year", "sex", "deceased",
 ]
-#: Table 1 covariates (patient_baseline; None = not recorded). Findings are
-#: "present" / "absent"; ``riss_stage`` I / II / III; ``ldh`` in U/L.
-FINDINGS = ["del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary"]
+#: Table 1 covariates (patient_baseline; None = not recorded). Findings (those the code
+#: sets know) are "present" / "absent"; ``riss_stage`` I / II / III; ``ldh`` in U/L.
 BASELINE_COLUMNS = ["prior_lines", *FINDINGS, "riss_stage", "ldh", "ldh_elevated",
                     "lab_interval_days"]
 PATIENT_DATES = ["index_date", "progression_date", "death_date", "last_contact_date"]
@@ -45,7 +46,6 @@ EVALUABLE = frozenset(RESPONSES[:-1])  # every category but NE
 AT_LEAST_PR = frozenset({"sCR", "CR", "VGPR", "PR"})
 AT_LEAST_VGPR = frozenset({"sCR", "CR", "VGPR"})
 AT_LEAST_CR = frozenset({"sCR", "CR"})
-BISPECIFIC_SUBCLASSES = frozenset({"bcma_bispecific", "gprc5d_bispecific", "fcrh5_bispecific"})
 
 
 # ------------------------------------------------------------------ normalising
@@ -211,9 +211,8 @@ def _line_view(lines: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
     frame["pfs_event"] = frame["pfs_event_date"].notna()
     frame["pfs_valid"] = pfs_end.notna() & (frame["pfs_months"] >= 0)
     frame["start_months"] = _months(frame["start_date"] - frame["progression_date"])
-    subclass = frame["subclass"].fillna("")
-    frame["tce_kind"] = np.where(subclass == "car_t", "car_t",
-                                 np.where(subclass.isin(BISPECIFIC_SUBCLASSES), "bispecific", ""))
+    # which subclasses are a bispecific or a CAR-T line: rules.toml [[subclass]] tce_kind
+    frame["tce_kind"] = frame["subclass"].map(study_terms().tce_kinds).fillna("").astype(str)
     frame["pid"] = frame["site"] + "|" + frame["source_id"]
     frame = frame.drop(columns=["progression_date", "death_date", "last_contact_date"])
     return frame.sort_values([*KEY, "line"], kind="mergesort").reset_index(drop=True)

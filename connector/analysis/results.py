@@ -19,7 +19,7 @@ import pandas as pd
 
 from connector.analysis.describe import describe_cohort, excluded_counts
 from connector.analysis.flow import patient_flow
-from connector.analysis.frames import CohortFrames, cohort_frames
+from connector.analysis.frames import RESPONSES, CohortFrames, cohort_frames
 from connector.analysis.nexttreatment import next_treatment_results, per_site_counts
 from connector.analysis.rates import fisher_between, rate_of, rates_by
 from connector.analysis.settings import AnalysisSettings
@@ -35,9 +35,9 @@ from connector.analysis.survival import (
     time_varying_tce_cox,
 )
 from connector.analysis.table1 import table1
+from connector.codes.rulesfile import TCE_KINDS
 
 CLASSES = ["tce", "non_tce"]
-TCE_KINDS = ["bispecific", "car_t"]
 CONTRACT_FIELDS = ("estimate", "ci_low", "ci_high", "n")
 
 DEFINITIONS = {
@@ -133,7 +133,7 @@ def _first_line(cf: CohortFrames, s: AnalysisSettings,
 
 def _response_counts(lines: pd.DataFrame) -> dict[str, int]:
     tally = lines["best_response"].value_counts()
-    known = ["sCR", "CR", "VGPR", "PR", "MR", "SD", "PD", "NE"]
+    known = list(RESPONSES)
     extra = sorted(set(tally.index) - set(known))
     return {k: int(tally.get(k, 0)) for k in known + extra}
 

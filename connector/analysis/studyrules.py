@@ -10,12 +10,13 @@ The BCMA-targeted ingredients come from mappings/drug_classes.csv
 
 from __future__ import annotations
 
-import csv
 import os
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from connector.codes.codesets import load_codesets
 
 ROOT = Path(__file__).resolve().parents[2] / "mappings"
 
@@ -37,11 +38,8 @@ def _table(path: Path) -> dict | None:
 def _load(rules_path: str, mappings_dir: str) -> StudyRules:
     table = _table(Path(rules_path)) or _table(ROOT / "rules.toml") or {}
     classes = tuple(str(c) for c in table.get("bcma_classes", ()))
-    ingredients: set[str] = set()
-    with (Path(mappings_dir) / "drug_classes.csv").open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if (row.get("drug_class") or "").strip() in classes:
-                ingredients.add((row.get("ingredient") or "").strip())
+    drug_class = load_codesets(Path(mappings_dir)).drug_class
+    ingredients = {ingredient for ingredient, cls in drug_class.items() if cls in classes}
     return StudyRules(
         early_relapse_months=tuple(float(m) for m in table.get("early_relapse_months", ())),
         os_landmark_months=tuple(float(m) for m in table.get("os_landmark_months", ())),

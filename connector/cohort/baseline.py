@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
+from connector.codes.codesets import FINDINGS
 from connector.cohort.rules import Rules
 from connector.db.models import (
     CohortPatient,
@@ -40,7 +41,6 @@ from connector.db.models import (
 
 #: the labs whose spacing measures how densely response was followed
 DENSITY_ANALYTES = ("serum_m_protein", "urine_m_protein", "kappa_flc", "lambda_flc")
-FINDINGS = ("del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary")
 _NOT_REGIMEN = frozenset({"steroid", "lymphodepletion"})
 
 

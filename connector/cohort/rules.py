@@ -33,6 +33,7 @@ class CarTRules:
     same_infusion_days: int
     productless_is_bcma: bool
     bridging_max_days_after_harvest: int = 0
+    screen_categories: tuple[str, ...] = ()  # read by connector/codes/screen.py
 
     @property
     def all_classes(self) -> tuple[str, ...]:
@@ -138,6 +139,7 @@ class SubclassRule:
     ingredients: tuple[str, ...] = ()
     procedures: tuple[str, ...] = ()
     always: bool = False
+    tce_kind: str = ""  # read by the analysis (connector/codes/rulesfile.py)
 
 
 @dataclass(frozen=True)

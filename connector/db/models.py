@@ -52,7 +52,7 @@ class RawResource(SQLModel, table=True):
     source: str = ""
     deleted: bool = False
     #: Set when only the resource's code was kept (an Observation no lab code set maps; see
-    #: connector/extract/trim.py): the digest of the lab code sets that decided it. NULL
+    #: connector/codes/labfilter.py): the digest of the lab code sets that decided it. NULL
     #: for a whole body. ``content_hash`` is always that of the whole resource.
     trimmed: str | None = None
     body: str = Field(sa_column=Column(Text, nullable=False))

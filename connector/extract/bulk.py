@@ -48,6 +48,7 @@ import orjson
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from connector.codes.labfilter import default_trim
 from connector.db.engine import load_cache
 from connector.db.models import BulkFile, BulkJob, RawCodeCount
 from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
@@ -63,7 +64,6 @@ from connector.extract.records import (
 )
 from connector.extract.run import ExtractSummary
 from connector.extract.store import RawStore, StoreCounts
-from connector.extract.trim import default_trim
 from connector.fhir.bulk import (
     BulkClient,
     BulkExportError,
@@ -669,7 +669,7 @@ def request_key(request: ExportRequest) -> str:
         key += f" _typeFilter={digest[:10]}"
     if not request.types or "Observation" in request.types:
         # Observations are stored trimmed by the lab code sets in force: when they change,
-        # the next export is a full one (connector/extract/trim.py)
+        # the next export is a full one (connector/codes/labfilter.py)
         trim = default_trim()
         key += f" bodies={trim.digest if trim else 'all'}"
     return key

@@ -1,7 +1,7 @@
 """The last day each patient appears in an Observation the raw store keeps as its code only.
 
 An Observation no lab code set maps (a vital sign, a routine chemistry result) is stored
-trimmed to its code (connector/extract/trim.py), or, by the DuckDB loader, only counted.
+trimmed to its code (connector/codes/labfilter.py), or, by the DuckDB loader, only counted.
 Yet such results are the densest evidence that a patient was seen: overall survival and
 time to next treatment are censored at the last contact, and leaving them out would
 censor patients too early. So the extract keeps, per patient, the latest day of those

@@ -2,7 +2,7 @@
 
 ``--scope cohort`` with the DuckDB loader keeps only the patients with a CAR-T
 record, as a REST run's default screen does (``connector/extract/remote.py``,
-the same ``car_t_screen_terms`` from ``mappings/``): a MedicationAdministration
+the same ``car_t_screen_terms``, connector/codes/screen.py): a MedicationAdministration
 whose medication (coded, referenced or contained) or a Procedure whose code
 carries a CAR-T code or name. A hospital's whole export then costs one extra
 DuckDB scan, and only the cohort's resources reach the raw store.
@@ -183,7 +183,7 @@ def _contained(text: str | None) -> list[dict]:
 
 def default_car_t_codes() -> CarTCodes:
     """The REST screen's terms (``mappings/``), as a code test."""
-    from connector.extract.remote import car_t_screen_terms
+    from connector.codes.screen import car_t_screen_terms
 
     terms = car_t_screen_terms()
     return CarTCodes([*terms.medication_codes, *terms.procedure_codes], terms.texts)

@@ -7,7 +7,7 @@
    needs (one clear error otherwise), then takes the server's clock (``t0``);
 2. with ``scope = "cohort"`` (the default) screens for the patients with a CAR-T
    MedicationAdministration or Procedure, by the codes and names in ``mappings/``
-   (``car_t_screen_terms``), asking only for ``subject``; ``scope = "patients"``
+   (connector/codes/screen.py), asking only for ``subject``; ``scope = "patients"``
    takes a list of ids instead, ``scope = "all"`` skips this;
 3. fetches Patient, MedicationAdministration, Procedure and Observation with
    patient-scoped searches (several patients a request), then the Medication
@@ -31,9 +31,7 @@ search is read again (``MAX_PASSES`` times at most).
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import hashlib
 import logging
 import queue
 import re
@@ -49,6 +47,8 @@ from urllib.parse import urlencode
 
 from sqlalchemy.engine import Engine
 
+from connector.codes.labfilter import default_trim
+from connector.codes.screen import ScreenTerms, car_t_screen_terms
 from connector.extract.records import (
     finish_run,
     load_watermarks,
@@ -59,7 +59,6 @@ from connector.extract.records import (
 from connector.extract.refs import medication_id, subject_patient
 from connector.extract.run import ExtractSummary
 from connector.extract.store import RawStore, StoreCounts
-from connector.extract.trim import default_trim
 from connector.fhir.client import (
     Capabilities,
     FhirClient,
@@ -91,91 +90,6 @@ log = logging.getLogger(__name__)
 
 MAX_PASSES = 4  # reads of one search while its result set keeps changing
 CHUNK_TOKENS = 30  # codes per screening request (keeps URLs short)
-ROOT = Path(__file__).resolve().parents[2]
-
-
-# ------------------------------------------------------------------- screen
-
-
-@dataclass(frozen=True)
-class ScreenTerms:
-    """What marks a CAR-T record: token codes and names for ``code:text``."""
-
-    medication_codes: tuple[str, ...]
-    procedure_codes: tuple[str, ...]
-    texts: tuple[str, ...]
-    source: str
-
-    def digest(self) -> str:
-        text = "|".join([*self.medication_codes, "#", *self.procedure_codes, "#", *self.texts])
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-#: Used only when mappings/ lacks the files; facts from codes.md (HCPCS Q-codes, ATC,
-#: ICD-10-PCS XW0*3*7, CPT 0540T/38228 and the harvest 0537T/38225) and the products'
-#: generic and brand names.
-FALLBACK_SCREEN = ScreenTerms(
-    medication_codes=("Q2055", "Q2056", "Q2041", "Q2042", "L01XL07", "L01XL05", "2594780"),
-    procedure_codes=("XW033K7", "XW043K7", "XW033A7", "XW043A7", "0540T", "38228", "Q2055",
-                     "Q2056", "1156961008", "0537T", "38225"),
-    texts=("idecabtagene", "abecma", "ide-cel", "ciltacabtagene", "carvykti", "cilta-cel",
-           "axicabtagene", "yescarta", "axi-cel", "tisagenlecleucel", "kymriah", "tisa-cel",
-           "car-t cell infusion", "car t-cell therapy infusion",
-           "chimeric antigen receptor t-cell infusion"),
-    source="built-in fallback list",
-)
-
-CAR_T_CLASSES = frozenset({"bcma_car_t", "other_car_t"})
-#: The harvest counts too: a patient whose CAR-T was collected but never given is part
-#: of the screened population (the derive stage excludes them, with a reason).
-CAR_T_PROCEDURES = frozenset({"car_t_administration", "car_t_harvest"})
-
-
-def car_t_screen_terms(mappings_dir: Path | None = None) -> ScreenTerms:
-    """The CAR-T codes and names to screen with, from ``mappings/`` when its files are there.
-
-    Read straight from the CSV files (drug_classes, drug_codes, drug_names,
-    procedures) so the extraction does not depend on the mapping package's
-    internals; this is the one place to rewire if that changes. Codes are searched
-    without a system (a server's system URIs vary more than the codes) and in the
-    case written and lower case.
-    """
-    import os
-
-    directory = mappings_dir or Path(os.environ.get("COHORT_MAPPINGS_DIR") or ROOT / "mappings")
-    classes = _csv(directory / "drug_classes.csv")
-    codes = _csv(directory / "drug_codes.csv")
-    names = _csv(directory / "drug_names.csv")
-    procedures = _csv(directory / "procedures.csv")
-    if classes is None or codes is None or procedures is None:
-        return FALLBACK_SCREEN
-    ingredients = {r["ingredient"].strip().lower() for r in classes
-                   if r.get("drug_class", "").strip() in CAR_T_CLASSES}
-    med_codes = [r["code"] for r in codes if r.get("ingredient", "").strip().lower() in ingredients]
-    proc_rows = [r for r in procedures if r.get("category", "").strip() in CAR_T_PROCEDURES]
-    proc_codes = [r["code"] for r in proc_rows if r.get("system", "").strip() != "text"]
-    texts = [r["name"] for r in names or [] if r.get("ingredient", "").strip().lower()
-             in ingredients]
-    texts += [r["code"] for r in proc_rows if r.get("system", "").strip() == "text"]
-    return ScreenTerms(medication_codes=_variants(med_codes), procedure_codes=_variants(proc_codes),
-                       texts=tuple(sorted({t.strip().lower() for t in texts if t.strip()})),
-                       source=str(directory))
-
-
-def _csv(path: Path) -> list[dict[str, str]] | None:
-    if not path.is_file():
-        return None
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [row for row in csv.DictReader(fh) if any((v or "").strip() for v in row.values())]
-
-
-def _variants(codes: Iterable[str]) -> tuple[str, ...]:
-    out: set[str] = set()
-    for code in codes:
-        code = (code or "").strip()
-        if code:
-            out.update({code, code.lower(), code.upper()})
-    return tuple(sorted(out))
 
 
 def _escape(value: str) -> str:
@@ -757,7 +671,7 @@ def _run_concurrently(jobs: list[Job], pages: Callable[[Job], Iterator[Page]],
 
 
 def _bodies_key() -> str:
-    """Watermark key of the Observation filter in force (connector.extract.trim)."""
+    """Watermark key of the Observation filter in force (connector.codes.labfilter)."""
     trim = default_trim()
     return f"bodies:{trim.digest if trim else 'all'}"
 

@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Dialect
 
+from connector.codes.labfilter import ObservationTrim, default_trim
 from connector.db.fastinsert import PLACEHOLDERS
 from connector.db.models import Quarantine, RawResource
 from connector.extract.checks import (
@@ -28,7 +29,6 @@ from connector.extract.checks import (
     unknown_type_reason,
 )
 from connector.extract.contact import contact_of, merge_day, today_text, write_contacts
-from connector.extract.trim import ObservationTrim, default_trim
 
 #: The resource types the study reads; other FHIR types are counted and skipped, and a
 #: ``resourceType`` that is no FHIR type is quarantined (connector/extract/checks.py).
@@ -249,7 +249,7 @@ def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
 #: trimmed, written earlier in this load).
 _Stored = tuple[str | None, str | None, str, bool, str | None, bool]
 
-#: ``RawStore(trim=DEFAULT)``: the filter of the current mappings/ (connector.extract.trim).
+#: ``RawStore(trim=DEFAULT)``: the filter of the current mappings/ (connector.codes.labfilter).
 DEFAULT: Any = object()
 
 

@@ -1,6 +1,6 @@
 """The map stage: raw FHIR resources → normalized study tables, using ``mappings/``."""
 
-from connector.mapping.codesets import CodeSetError, CodeSets, load_codesets
+from connector.codes.codesets import CodeSetError, CodeSets, load_codesets
 from connector.mapping.run import MapSummary, run_map
 from connector.mapping.unmapped import write_unmapped
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from connector.mapping.codesets import normalize_code
+from connector.codes.codesets import normalize_code
+from connector.codes.text import phrase_tokens
 from connector.mapping.fhir import Excluded, Reject, codings, concept_text, parse_date
-from connector.mapping.text import phrase_tokens
 
 if TYPE_CHECKING:
     import datetime as dt
 
-    from connector.mapping.codesets import CodeSets
+    from connector.codes.codesets import CodeSets
     from connector.mapping.resources import RawRow, SiteMapper
 
 CONDITION_TYPES = ("Condition",)

@@ -7,7 +7,7 @@ procedure the study ignores or an oral drug no code set knows too early. So the
 map stage notes the latest date of every resource it reads, whatever its code,
 and writes it to ``patient.last_record_date``; derive takes the latest of it and
 the events. Records entered in error are not contact. Observations the extract
-stored as their code only (connector/extract/trim.py) or only counted (the DuckDB
+stored as their code only (connector/codes/labfilter.py) or only counted (the DuckDB
 loader) count through the latest day the extract kept for each patient
 (``raw_contact``, connector/extract/contact.py).
 """

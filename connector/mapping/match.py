@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connector.mapping.codesets import CodeSets, ProcedureCode, normalize_code
+from connector.codes.codesets import CodeSets, ProcedureCode, normalize_code
+from connector.codes.rulesfile import study_terms
+from connector.codes.text import name_tokens, normalize_unit, phrase_tokens
 from connector.mapping.fhir import Coding, codings, concept_text
-from connector.mapping.text import name_tokens, normalize_unit, phrase_tokens
 
 #: Procedure categories whose product a CAR-T name in the text may supply.
 CAR_T_CATEGORIES = frozenset({"car_t_administration", "car_t_harvest"})
-CAR_T_CLASSES = frozenset({"bcma_car_t", "other_car_t"})
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,10 @@ def match_procedure(cs: CodeSets, concept: object) -> ProcedureMatch | None:
 
 
 def _car_t_product_by_name(cs: CodeSets, concept: object) -> str:
+    car_t_classes = study_terms().car_t_classes  # rules.toml [car_t]
     for text, _ in _texts(concept):
         for ingredient in cs.drug_names.find(name_tokens(text)):
-            if cs.drug_class.get(str(ingredient)) in CAR_T_CLASSES:
+            if cs.drug_class.get(str(ingredient)) in car_t_classes:
                 return str(ingredient)
     return ""
 

@@ -19,8 +19,10 @@ from typing import Any, NoReturn
 
 import orjson
 
+from connector.codes.codesets import CodeSets
+from connector.codes.labtext import special_value
+from connector.codes.text import phrase_tokens
 from connector.keys import patient_key
-from connector.mapping.codesets import CodeSets
 from connector.mapping.conditions import CONDITION_TYPES, map_condition
 from connector.mapping.contact import LastRecords
 from connector.mapping.fhir import (
@@ -35,7 +37,6 @@ from connector.mapping.fhir import (
     reference_target,
     subject_patient,
 )
-from connector.mapping.labtext import special_value
 from connector.mapping.match import (
     IGNORED,
     DrugMatch,
@@ -47,7 +48,6 @@ from connector.mapping.match import (
 )
 from connector.mapping.modifiers import unknown_modifier
 from connector.mapping.orders import ORDER_TYPES, map_order
-from connector.mapping.text import phrase_tokens
 from connector.mapping.validate import r4b_problem
 
 EVENT_TYPES = ("MedicationAdministration", *ORDER_TYPES, "Procedure", "Observation",

@@ -22,6 +22,8 @@ import orjson
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from connector.codes.codesets import CodeSets, load_codesets
+from connector.codes.labfilter import ObservationTrim, lab_filter_digest
 from connector.db.fastinsert import insert_rows
 from connector.db.models import (
     ConditionRecord,
@@ -34,9 +36,7 @@ from connector.db.models import (
     RawResource,
     Site,
 )
-from connector.extract.trim import ObservationTrim, lab_filter_digest
 from connector.keys import load_secret
-from connector.mapping.codesets import CodeSets, load_codesets
 from connector.mapping.resources import (
     DRAIN_ROWS,
     EVENT_TYPES,
@@ -211,7 +211,7 @@ def _count_rows(engine: Engine, sites: list[str]) -> int:
 
 
 def count_trimmed(conn: Connection, site: str) -> int:
-    """The site's current Observations stored as their code only (connector.extract.trim),
+    """The site's current Observations stored as their code only (connector.codes.labfilter),
     or only counted by their code (the DuckDB load path, ``raw_code_count``)."""
     rows = conn.execute(
         select(func.count()).select_from(RawResource)

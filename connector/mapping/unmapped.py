@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from connector.mapping.codesets import load_codesets
+from connector.codes.codesets import load_codesets
 from connector.mapping.resources import EVENT_TYPES, RawRow, SiteMapper, SiteResult, UnmappedKey
 from connector.mapping.run import FIRST_PASS, iter_raw, raw_sites, trimmed_codes
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from connector.codes.codesets import FINDINGS
 from connector.synth import catalog as cat
 from connector.synth.course import Course, iso
 from connector.synth.params import SynthParams
@@ -31,7 +32,6 @@ FISH_TEXT = {"del_17p": "Multiple myeloma with del(17p) by FISH",
              "t_14_16": "Multiple myeloma with t(14;16) by FISH",
              "gain_1q": "Multiple myeloma with 1q21 gain by FISH"}
 RISS_CODES = {"I": "C141394", "II": "C141395", "III": "C141396"}
-FINDINGS = ("del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary")
 
 
 def draw_covariates(course: Course, rng: random.Random, p: SynthParams) -> dict[str, Any]:

@@ -247,7 +247,7 @@ def test_unknown_modifier_extensions_quarantine_the_resource(tmp_path, clean):
 def test_a_modifier_listed_in_mappings_is_mapped(tmp_path, monkeypatch):
     import shutil
 
-    from connector.mapping.codesets import DEFAULT_DIR
+    from connector.codes.codesets import DEFAULT_DIR
 
     folder = tmp_path / "mappings"
     shutil.copytree(DEFAULT_DIR, folder)

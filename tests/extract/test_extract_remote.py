@@ -14,13 +14,11 @@ from fhir_server import FHIR_JSON
 from sqlalchemy import select
 from sqlmodel import Session
 
+from connector.codes import CodeSetError
+from connector.codes.screen import car_t_screen_terms
 from connector.db.models import ExtractRun, RawResource, SyncState
 from connector.extract import run_extract
-from connector.extract.remote import (
-    FALLBACK_SCREEN,
-    car_t_screen_terms,
-    extract_remote,
-)
+from connector.extract.remote import extract_remote
 from connector.fhir.client import FhirClient
 from connector.fhir.config import RetryConfig
 from connector.fhir.errors import CapabilityError
@@ -103,7 +101,8 @@ def test_screen_terms_come_from_the_mapping_files(tmp_path):
     assert "38225" in terms.procedure_codes  # the CAR-T harvest: screened too
     assert "38241" not in terms.procedure_codes  # an autologous transplant is not
     assert not any("daratumumab" in t for t in terms.texts)
-    assert car_t_screen_terms(tmp_path) == FALLBACK_SCREEN  # no files: the fallback
+    with pytest.raises(CodeSetError, match="missing"):  # no files: no guessed list
+        car_t_screen_terms(tmp_path)
 
 
 def test_patients_per_request_and_quirks(fresh_server, cohort_data, make_engine, tmp_path):
@@ -444,7 +443,7 @@ def test_rest_extraction_into_postgresql(loaded_server, cohort_data, pg_url):
         with Session(engine) as s:
             # nine types (with the oral-drug request, dispense and statement, and Condition),
             # the screen
-            # and the Observation filter (connector.extract.trim)
+            # and the Observation filter (connector.codes.labfilter)
             assert len(s.exec(select(SyncState)).scalars().all()) == 11
     finally:
         engine.dispose()

@@ -1,4 +1,4 @@
-"""Observations no lab code set maps are stored as their code only (connector.extract.trim):
+"""Observations no lab code set maps are stored as their code only (connector.codes.labfilter):
 same normalized tables and reports as whole bodies, and a mapping change brings them back."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from fhir_server import FHIR_JSON
 from sqlalchemy import select
 from sqlmodel import Session
 
+from connector.codes.codesets import DEFAULT_DIR
+from connector.codes.labfilter import KEEP_ALL_ENV, TRIMMED_KEYS, default_trim
 from connector.db import get_engine, init_db
 from connector.db.models import LabResult, Quarantine, RawResource
 from connector.extract import run_extract
 from connector.extract.remote import extract_remote
-from connector.extract.trim import KEEP_ALL_ENV, TRIMMED_KEYS, default_trim
 from connector.mapping import run_map
-from connector.mapping.codesets import DEFAULT_DIR
 from connector.mapping.unmapped import write_unmapped
 
 ROOT = Path(__file__).resolve().parents[2]

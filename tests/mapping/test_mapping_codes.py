@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mapping_fhir import ATC, CPT, HCPCS, ICD10PCS, LOINC, NDC, RXNORM, SNOMED, concept
 
-from connector.mapping.codesets import (
+from connector.codes.codesets import (
     DEFAULT_DIR,
     CodeSetError,
     load_codesets,

@@ -31,7 +31,7 @@ def test_last_record_counts_resources_no_code_set_maps(engine):
         # entered in error: not a contact
         med_admin("m2", "p1", concept(RXNORM, "723", "amoxicillin"), date="2022-09-01",
                   status="entered-in-error"),
-        # a heart rate: the raw store keeps only its code (extract/trim.py) and, for the
+        # a heart rate: the raw store keeps only its code (codes/labfilter.py) and, for the
         # last contact, its patient's latest day (extract/contact.py)
         observation("o2", "p2", "8867-4", date="2021-12-24", value=70, unit="/min"),
         observation("o3", "p2", "8867-4", date="2021-11-02", value=72, unit="/min"),

@@ -32,11 +32,11 @@ from mapping_fhir import (
 )
 from test_mapping_bad_input import bad_corpus, valid_corpus
 
+from connector.codes.codesets import DEFAULT_DIR
 from connector.db import get_engine, init_db
 from connector.extract import run_extract
 from connector.extract.folder import find_files, iter_lines
 from connector.mapping import load_codesets, run_map
-from connector.mapping.codesets import DEFAULT_DIR
 from connector.mapping.match import match_drug
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from connector.mapping.codesets import load_codesets
+from connector.codes.codesets import load_codesets
 from connector.mapping.match import match_drug
 
 CODESETS = load_codesets()

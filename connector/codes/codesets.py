@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from connector.mapping.labtext import LabText, load_lab_text
-from connector.mapping.text import PhraseIndex, name_tokens, normalize_unit, phrase_tokens
+from connector.codes.labtext import LabText, load_lab_text
+from connector.codes.text import PhraseIndex, name_tokens, normalize_unit, phrase_tokens
 
 #: Where the code sets live; ``COHORT_MAPPINGS_DIR`` overrides it (e.g. a site's reviewed copy).
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "mappings"
@@ -56,6 +56,19 @@ class UnitRule:
 
 
 @dataclass
+class Written:
+    """Drug and procedure entries as the files spell them, before normalizing.
+
+    A search sent to a FHIR server (the CAR-T screen, connector/codes/screen.py) must
+    carry the code as the server stores it, not the normalized lookup key."""
+
+    drug_codes: list[tuple[str, str]] = field(default_factory=list)  # (ingredient, code)
+    drug_names: list[tuple[str, str]] = field(default_factory=list)  # (ingredient, name)
+    procedure_codes: list[tuple[str, str]] = field(default_factory=list)  # (category, code)
+    procedure_names: list[tuple[str, str]] = field(default_factory=list)  # (category, text)
+
+
+@dataclass
 class CodeSets:
     """Every lookup table the map stage uses, keyed by normalized values."""
 
@@ -77,6 +90,7 @@ class CodeSets:
     #: resource type → modifier extension URLs known not to change what the study reads
     #: (``"*"``: any type); any other modifier quarantines (connector/mapping/modifiers.py)
     modifiers: dict[str, frozenset[str]] = field(default_factory=dict)
+    written: Written = field(default_factory=Written)
     directory: Path = DEFAULT_DIR
 
     # -- derived helpers ---------------------------------------------------
@@ -258,6 +272,7 @@ def _load_drugs(cs: CodeSets, directory: Path) -> None:
         _check_ingredient(cs, path, lineno, row["ingredient"])
         ns = _system_key(cs, path, lineno, row["system"])
         cs.drug_codes[(ns, normalize_code(ns, row["code"]))] = row["ingredient"]
+        cs.written.drug_codes.append((row["ingredient"], row["code"]))
     path = directory / "drug_names.csv"
     for lineno, row in _rows(path, ("ingredient", "name", "status")):
         _check_ingredient(cs, path, lineno, row["ingredient"])
@@ -265,6 +280,7 @@ def _load_drugs(cs: CodeSets, directory: Path) -> None:
         if not tokens:
             raise CodeSetError(f"{path.name}:{lineno}: empty name")
         cs.drug_names.add(tokens, row["ingredient"])
+        cs.written.drug_names.append((row["ingredient"], row["name"]))
 
 
 def _check_ingredient(cs: CodeSets, path: Path, lineno: int, ingredient: str) -> None:
@@ -281,9 +297,11 @@ def _load_procedures(cs: CodeSets, path: Path) -> None:
         entry = ProcedureCode(category=row["category"], product=row["product"])
         if row["system"] == "text":
             cs.procedure_names.add(name_tokens(row["code"]), entry)
+            cs.written.procedure_names.append((row["category"], row["code"]))
             continue
         ns = _system_key(cs, path, lineno, row["system"])
         cs.procedures[(ns, normalize_code(ns, row["code"]))] = entry
+        cs.written.procedure_codes.append((row["category"], row["code"]))
 
 
 def _float_or_none(value: str) -> float | None:

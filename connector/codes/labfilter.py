@@ -1,4 +1,4 @@
-"""Keep only the code of Observations the study does not use.
+"""The Observation filter: keep only the code of Observations the study does not use.
 
 A hospital extract is mostly routine results (vital signs, chemistry, blood
 counts) that no code set in ``mappings/labs.csv`` maps: about four in five
@@ -10,7 +10,9 @@ enough for the unmapped-code report and for telling a changed resource from an
 unchanged one.
 
 The decision is the map stage's own (``CodeSets.lab_analyte`` on each coding),
-so a trimmed Observation is exactly one the map stage would count as unmapped.
+so a trimmed Observation is exactly one the map stage would count as unmapped; it
+lives here, below both stages, so that extract (which trims) and mapping (which
+checks trimmed rows against changed code sets) share it without importing each other.
 An Observation whose ``code`` is missing or malformed is kept whole, so the map
 stage quarantines it with its reason as before. When ``labs.csv`` gains a code,
 the stored trimmed rows that now match are reported by ``cohort map``; a
@@ -26,10 +28,9 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # imported when used: connector.mapping imports this module too
-    from connector.mapping.codesets import CodeSets
+from connector.codes.codesets import CodeSets, load_codesets
 
 KEEP_ALL_ENV = "COHORT_KEEP_ALL_BODIES"
 #: What a trimmed body holds. Not the id or meta (they have columns of their own), so
@@ -96,8 +97,6 @@ def default_trim() -> ObservationTrim | None:
     """The filter of the current ``mappings/``, or None when every body is to be kept."""
     if os.environ.get(KEEP_ALL_ENV, "").strip().lower() in ("1", "true", "yes"):
         return None
-    from connector.mapping.codesets import load_codesets
-
     codesets = load_codesets()  # cached per directory
     trim = _BUILT.get(id(codesets))
     if trim is None or trim.codesets is not codesets:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connector.mapping.text import phrase_tokens
+from connector.codes.text import phrase_tokens
 
 BELOW = "<"
 _BELOW_LIMIT_TEXT = re.compile(r"^\s*(<=?|≤)\s*\d+(?:[.,]\d+)?\s*\S*\s*$")
@@ -59,7 +59,7 @@ def load_lab_text(path: Path, rows: Any) -> LabText:
         try:
             value = float(row["value"])
         except ValueError:
-            from connector.mapping.codesets import CodeSetError
+            from connector.codes.codesets import CodeSetError
 
             raise CodeSetError(f"{path.name}:{lineno}: value must be a number") from None
         out.add(row["analyte"], row["text"], value)
