@@ -39,7 +39,7 @@ from connector.db.models import (
 from connector.keys import load_secret
 from connector.mapping.handlers import EVENT_TYPES, FIRST_PASS
 from connector.mapping.resources import RawRow, SiteMapper, SiteResult
-from connector.mapping.unmapped import UnmappedCodes
+from connector.mapping.unmapped import UnmappedCodes, store_unmapped
 from connector.mapping.writer import DRAIN_ROWS, BatchValidator, Drained, validate_stored
 from connector.progress import Progress
 
@@ -178,6 +178,9 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
         trimmed = count_trimmed(conn, site)
         touch_site(conn, site, now, create_site=read + trimmed > 0)
         result.unmapped_resources += trimmed  # each one is an Observation no lab code maps
+        note_trimmed_codes(conn, site, codesets, result.unmapped)
+        store_unmapped(conn, site, result.unmapped, resources=result.unmapped_resources,
+                       stored_as_code=trimmed, now=now)
     result.stale_trimmed = stale_trimmed(engine, site, codesets)
     if result.stale_trimmed:
         log.warning("map %s: %d Observations were stored as their code only under other lab "

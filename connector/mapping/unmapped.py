@@ -1,8 +1,10 @@
 """The unmapped-code report: codes seen in study resource types but in no code set.
 
-The map stage counts them as it maps each site (``UnmappedCodes``); the report
-recomputes them from the raw store with the current code sets. Observations stored as
-their code only are counted once per distinct code, weighted by how many carry it.
+The map stage counts them as it maps each site (``UnmappedCodes``) and stores the counts
+with the site's normalized rows (``unmapped_code``, ``unmapped_count``), so the report
+always matches the code sets of the last map and nothing after the map stage reads the
+raw store. Observations stored as their code only are counted once per distinct code,
+weighted by how many carry it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-from sqlalchemy.engine import Engine
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Connection, Engine
 
 from connector.codes.labfilter import ObservationTrim
 from connector.codes.text import phrase_tokens
+from connector.db.models import UnmappedCode, UnmappedCount
 from connector.mapping.fhir import codings, concept_text
 
 COLUMNS = ("resource_type", "system", "code", "display", "count")
@@ -82,40 +86,43 @@ class UnmappedCodes:
             self.note("Observation", [code], weight=n)
 
 
-def collect_unmapped(engine: Engine, sites: Sequence[str] | None = None,
-                     ) -> tuple[Counter, dict[UnmappedKey, str]]:
-    """Counts of unmapped codings (and text-only names) over ``sites`` (default: every site)."""
-    from connector.codes.codesets import load_codesets
-    from connector.codes.labfilter import lab_filter_digest
-    from connector.mapping.handlers import EVENT_TYPES, FIRST_PASS
-    from connector.mapping.resources import SiteMapper
-    from connector.mapping.run import iter_raw, raw_sites, trimmed_codes
+def store_unmapped(conn: Connection, site: str, codes: UnmappedCodes, *, resources: int,
+                   stored_as_code: int, now: dt.datetime) -> None:
+    """Replace the site's stored counts (inside the site's map transaction)."""
+    conn.execute(delete(UnmappedCode).where(UnmappedCode.site == site))
+    conn.execute(delete(UnmappedCount).where(UnmappedCount.site == site))
+    rows = [{"site": site, "resource_type": key[0], "system": key[1], "code": key[2],
+             "text": key[3], "display": codes.display.get(key, ""), "n": n}
+            for key, n in sorted(codes.counts.items())]
+    for i in range(0, len(rows), 1000):
+        conn.execute(insert(UnmappedCode), rows[i:i + 1000])
+    conn.execute(insert(UnmappedCount).values(site=site, resources=resources,
+                                              stored_as_code=stored_as_code, mapped_at=now))
 
-    codesets = load_codesets()
-    trim = ObservationTrim(codesets, lab_filter_digest(codesets))
+
+def stored_unmapped(engine: Engine, sites: Sequence[str] | None = None,
+                    ) -> tuple[Counter, dict[UnmappedKey, str]]:
+    """Counts of unmapped codings (and text-only names) over ``sites`` (default: every site),
+    as the last map of each stored them."""
     counts: Counter = Counter()
     displays: dict[UnmappedKey, str] = {}
+    stmt = select(UnmappedCode.resource_type, UnmappedCode.system, UnmappedCode.code,
+                  UnmappedCode.text, UnmappedCode.display, UnmappedCode.n)
+    if sites is not None:
+        stmt = stmt.where(UnmappedCode.site.in_(list(sites)))
     with engine.connect() as conn:
-        for site in raw_sites(engine) if sites is None else sites:
-            mapper = SiteMapper(codesets, site, secret=None, today=dt.date.today())
-            for types in (FIRST_PASS, EVENT_TYPES):
-                for row in iter_raw(conn, site, types):
-                    mapper.add(row)
-                    mapper.drain()
-            unmapped = mapper.finish().unmapped
-            for body, n in trimmed_codes(conn, site):
-                unmapped.note_trimmed(body, n, trim)
-            counts.update(unmapped.counts)
-            for key, text in unmapped.display.items():
-                if key not in displays or text < displays[key]:
-                    displays[key] = text
+        for rtype, system, code, text, display, n in conn.execute(stmt):
+            key = (rtype, system, code, text)
+            counts[key] += int(n)
+            if display and (key not in displays or display < displays[key]):
+                displays[key] = display
     return counts, displays
 
 
 def write_unmapped(engine: Engine, path: Path | str, sites: Sequence[str] | None = None) -> int:
     """Write the unmapped-code CSV (most frequent first) of ``sites`` (default: every site);
     returns the number of rows."""
-    counts, displays = collect_unmapped(engine, sites)
+    counts, displays = stored_unmapped(engine, sites)
     rows = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
