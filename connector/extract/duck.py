@@ -7,8 +7,9 @@ lets DuckDB read the file and decide which lines the study needs before Python
 sees any of them:
 
 1. **Codes** (one scan): the distinct ``code`` objects of the file's Observations
-   with their counts. Each distinct code is judged once by the raw store's own
-   test (``ObservationTrim.is_study_lab``, built from ``mappings/labs.csv`` and
+   with their counts, and per code and patient the latest day (for the last
+   contact). Each distinct code is judged once by the raw store's own test
+   (``ObservationTrim.is_study_lab``, built from ``mappings/labs.csv`` and
    ``systems.csv``); the codes no lab maps become a table joined in the next scan.
 2. **Kept lines** (second scan): every line except Observations whose ``code``
    is in that table, whose ``id`` is a valid one and which the raw store does not
@@ -112,6 +113,7 @@ def duck_connection() -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect(config={"threads": THREADS, "memory_limit": MEMORY_LIMIT,
                                  "temp_directory": spill,
                                  "preserve_insertion_order": True})
+    con.execute("SET enable_progress_bar = false")  # DuckDB's own bar would tear the CLI's
     try:
         yield con
     finally:
@@ -135,44 +137,61 @@ def ndjson_source(path: Path) -> str:
             f"maximum_object_size={MAX_LINE_BYTES})")
 
 
-def observation_codes(con: duckdb.DuckDBPyConnection, path: Path
-                      ) -> tuple[int, dict[str, int]]:
+#: What the first scan reads: x[1..3] as in ``_FIELDS``, x[4] subject.reference,
+#: x[5] status, x[6..10] the day fields of connector/extract/contact.py.
+_SCAN_FIELDS = ("json_extract(json, ['$.resourceType', '$.id', '$.code', "
+                "'$.subject.reference', '$.status', '$.effectiveDateTime', "
+                "'$.effectiveInstant', '$.issued', '$.effectivePeriod.start', "
+                "'$.effectivePeriod.end'])")
+
+
+def _day_of(i: int) -> str:
+    """x[i] as a day (its first ten characters) when it starts with one no later than
+    today, else NULL: the SQL twin of ``contact._day`` with the ``<= today`` test."""
+    value = f"x[{i}]->>'$'"
+    return (f"CASE WHEN regexp_matches({value}, '^\\d{{4}}-\\d{{2}}-\\d{{2}}') "
+            f"AND left({value}, 10) <= $today THEN left({value}, 10) END")
+
+
+def observation_scan(con: duckdb.DuckDBPyConnection, path: Path, today: str
+                     ) -> tuple[int, dict[str, int]]:
     """(non-blank lines, {code JSON text: Observations with a valid id and that code}).
 
+    One pass over the file also leaves, per (code, subject reference), the latest day of
+    those Observations (``contact.contact_of``'s rule) in the table ``obs_days``, so the
+    contacts of the Observations that turn out to be only counted need no second scan
+    of the file (``observation_contacts``). The table has one row per code and patient,
+    not per line, and DuckDB spills it to disk beyond its memory limit.
+
     Raises ``DuckUnreadable`` when DuckDB cannot read the file."""
-    sql = (f"SELECT CASE WHEN {_OBS_WITH_ID} THEN x[3]::VARCHAR END AS code, "  # noqa: S608
-           f"count(*) FROM (SELECT {_FIELDS} AS x FROM {ndjson_source(path)}) GROUP BY 1")
+    sql = (f"CREATE OR REPLACE TABLE obs_days AS SELECT code, ref, count(*) AS n, "  # noqa: S608
+           f"max(day) AS day FROM (SELECT CASE WHEN {_OBS_WITH_ID} THEN x[3]::VARCHAR END "
+           f"AS code, CASE WHEN {_OBS_WITH_ID} AND coalesce(x[5]->>'$', '') <> "
+           f"'entered-in-error' THEN x[4]->>'$' END AS ref, "
+           f"greatest({', '.join(_day_of(i) for i in range(6, 11))}) AS day "
+           f"FROM (SELECT {_SCAN_FIELDS} AS x FROM {ndjson_source(path)})) GROUP BY ALL")
     try:
-        rows = con.execute(sql).fetchall()
+        con.execute(sql, {"today": today})
     except duckdb.Error as exc:
         raise DuckUnreadable(str(exc).splitlines()[0][:300]) from None
+    rows = con.execute("SELECT code, sum(n) FROM obs_days GROUP BY code").fetchall()
     lines = sum(int(n) for _, n in rows)
     return lines, {str(code): int(n) for code, n in rows if code is not None}
 
 
-#: What ``observation_contacts`` reads: x[1..3] as in ``_FIELDS``, x[4] subject.reference,
-#: x[5] status, x[6..10] the day fields of connector/extract/contact.py.
-_CONTACT_FIELDS = ("json_extract(json, ['$.resourceType', '$.id', '$.code', "
-                   "'$.subject.reference', '$.status', '$.effectiveDateTime', "
-                   "'$.effectiveInstant', '$.issued', '$.effectivePeriod.start', "
-                   "'$.effectivePeriod.end'])")
+def observation_codes(con: duckdb.DuckDBPyConnection, path: Path
+                      ) -> tuple[int, dict[str, int]]:
+    """``observation_scan`` without the days (for callers that want the counts only)."""
+    return observation_scan(con, path, today_text())
 
 
-def observation_contacts(con: duckdb.DuckDBPyConnection, path: Path, today: str
-                         ) -> list[tuple[str, str]]:
-    """(subject reference, latest day) of the file's Observations with an unused code.
-
-    The SQL twin of ``contact.contact_of``, for the Observations the loader only counts;
-    needs the ``unused`` table."""
-    days = ", ".join(f"x[{i}]->>'$'" for i in range(6, 11))
-    sql = (f"SELECT ref, max(left(d, 10)) FROM ("  # noqa: S608
-           f"SELECT x[4]->>'$' AS ref, unnest([{days}]) AS d FROM ("
-           f"SELECT {_CONTACT_FIELDS} AS x FROM {ndjson_source(path)}) "
-           f"WHERE {_OBS_WITH_ID} AND x[3]::VARCHAR IN (SELECT v FROM unused) "
-           f"AND coalesce(x[5]->>'$', '') <> 'entered-in-error') "
-           f"WHERE ref <> '' AND regexp_matches(d, '^\\d{{4}}-\\d{{2}}-\\d{{2}}') "
-           f"AND left(d, 10) <= ? GROUP BY ref")
-    return [(str(ref), str(day)) for ref, day in con.execute(sql, [today]).fetchall()]
+def observation_contacts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(subject reference, latest day) of the scanned file's Observations with an unused
+    code: the SQL twin of ``contact.contact_of`` for the Observations the loader only
+    counts. Needs the ``obs_days`` table of ``observation_scan`` and the ``unused`` one."""
+    sql = ("SELECT ref, max(day) FROM obs_days WHERE code IN (SELECT v FROM unused) "
+           "AND ref <> '' AND day IS NOT NULL GROUP BY ref")
+    return [(str(ref), str(day)) for ref, day in con.execute(sql).fetchall()]
 
 
 def unused_codes(codes: dict[str, int], trim: ObservationTrim) -> dict[str, dict]:
@@ -296,10 +315,10 @@ def load_ndjson_duck(store: RawStore, path: Path, *, site: str, source: str,
     if trim is None:  # every body kept whole (COHORT_KEEP_ALL_BODIES): nothing to filter
         raise DuckUnreadable("every body is to be kept whole")
     with duck_connection() as con:
-        lines, codes = observation_codes(con, path)
+        lines, codes = observation_scan(con, path, today_text())
         unused = unused_codes(codes, trim)
         _register(con, "unused", list(unused))
-        contacts = observation_contacts(con, path, today_text()) if unused else []
+        contacts = observation_contacts(con) if unused else []
         stored_ids = _stored_observation_ids(store.conn, site) if unused else []
         if stored_ids:
             _register(con, "stored", stored_ids)

@@ -237,3 +237,51 @@ def test_loader_option_is_checked(tmp_path, engine):
         pipeline.extract(engine, str(ROOT / "fixtures" / "cohort"), loader="spark")
     with pytest.raises(SiteConfigError, match="folder and Bulk"):
         pipeline.extract(engine, "http://127.0.0.1:9/fhir", loader="duckdb")
+
+
+def test_contacts_of_counted_observations_follow_the_python_rule(tmp_path):
+    """The first scan's days (one pass for codes and contacts) equal ``contact_of``."""
+    from connector.extract.contact import contact_of, merge_day
+    from connector.extract.duck import observation_contacts, observation_scan
+
+    def obs(oid: str, code: dict, **fields) -> dict:
+        res = {"resourceType": "Observation", "id": oid, "status": "final", "code": code}
+        res.update(fields)
+        return res
+
+    today = "2026-06-01"
+    subject = {"reference": "Patient/p1"}
+    resources = [
+        obs("a", HEART_RATE, subject=subject, effectiveDateTime="2024-01-10T08:00:00Z",
+            issued="2024-02-01T10:00:00.000Z"),
+        obs("b", HEART_RATE, subject={"reference": "Patient/p2"}, status="entered-in-error",
+            effectiveDateTime="2025-05-05"),
+        obs("c", HEART_RATE, subject={"reference": "Patient/p2"}, effectiveDateTime="2023-03-03"),
+        obs("d", ROUTINE[1], subject={"reference": "Patient/p3"},
+            effectivePeriod={"start": "2022-02-02", "end": "2999-01-01"}),
+        obs("e", HEART_RATE, effectiveDateTime="2024-01-01"),  # no subject
+        obs("f", HEART_RATE, subject={"reference": ""}, effectiveDateTime="2024-01-01"),
+        obs("g", HEART_RATE, subject={"reference": "Patient/p4"}, effectiveDateTime="unknown"),
+        obs("h", M_PROTEIN, subject={"reference": "Patient/p5"}, effectiveDateTime="2024-04-04"),
+        obs("i", HEART_RATE, subject={"reference": "Patient/p6"}, effectiveInstant="2021-01-01T"
+            "00:00:00Z", issued=2024),
+        {"resourceType": "Patient", "id": "p1"},
+    ]
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(r) for r in resources))
+    expected: dict = {}
+    for res in resources:
+        if res["resourceType"] == "Observation" and res["code"] is not M_PROTEIN:
+            found = contact_of(res, today)
+            if found:
+                merge_day(expected, "s", *found)
+    with duck_connection() as con:
+        lines, codes = observation_scan(con, path, today)
+        con.execute("CREATE TABLE unused (v VARCHAR)")
+        con.execute("INSERT INTO unused SELECT unnest(?::VARCHAR[])",
+                    [[c for c in codes if orjson.loads(c) != M_PROTEIN]])
+        got = dict(observation_contacts(con))
+    assert lines == len(resources)
+    assert got == {ref: day for (_, ref), day in expected.items()}
+    assert got == {"Patient/p1": "2024-02-01", "Patient/p2": "2023-03-03",
+                   "Patient/p3": "2022-02-02", "Patient/p6": "2021-01-01"}
