@@ -81,38 +81,15 @@ def analyze(engine: Engine, out: Path, *, sites: Sequence[str] | None = None,
     moved in one by one (``connector.atomic``), so a failed run leaves the previous
     report whole.
     """
-    from connector.analysis import analyze_frames, load_tables, run_analysis
+    from connector.analysis import run_analysis
     from connector.atomic import staged_folder
-    from connector.report import write_report
-
-    if sites is None:
-        analysis = run_analysis(engine)
-    else:
-        patients, lines = load_tables(engine)
-        analysis = analyze_frames(
-            patients[patients["site"].isin(list(sites))].reset_index(drop=True),
-            lines[lines["site"].isin(list(sites))].reset_index(drop=True))
-    with staged_folder(out) as stage:
-        write_report(analysis, stage,
-                     extra_sections=[_unmapped_section(engine, stage, sites)])
-    return analysis.results
-
-
-def _unmapped_section(engine: Engine, out: Path, sites: Sequence[str] | None):  # noqa: ANN202
-    """The codes seen but not mapped, so a data team knows what to add to mappings/."""
-    import pandas as pd
-
     from connector.mapping import write_unmapped
-    from connector.report.document import Section
+    from connector.report import write_report
+    from connector.report.unmapped import unmapped_section
 
-    path = out / "unmapped_codes.csv"
-    n = write_unmapped(engine, path, sites)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False).head(30)
-    frame.columns = [str(c).replace("_", " ") for c in frame.columns]  # words, not codes
-    text = (f"{n} {'code' if n == 1 else 'codes'} seen in the extracted resources "
-            f"{'is' if n == 1 else 'are'} not in the mapping files "
-            f"(all of them in unmapped_codes.csv; the 30 most frequent below). "
-            "Add the ones that matter to the study to the code sets, with a source."
-            if n else "Every code seen in the extracted resources is mapped or known.")
-    return Section.from_frame("Unmapped codes", frame, text) if n else Section(
-        "Unmapped codes", [text])
+    analysis = run_analysis(engine, sites=sites)
+    with staged_folder(out) as stage:
+        unmapped = stage / "unmapped_codes.csv"
+        n = write_unmapped(engine, unmapped, sites)
+        write_report(analysis, stage, extra_sections=[unmapped_section(unmapped, n)])
+    return analysis.results

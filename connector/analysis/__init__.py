@@ -7,6 +7,8 @@ via ``frames_from_ground_truth``); ``load_cohort`` is the notebook entry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.engine import Engine
 
 from connector.analysis.api import Cohort, load_cohort
@@ -15,9 +17,18 @@ from connector.analysis.results import Analysis, analyze_frames
 from connector.analysis.settings import AnalysisSettings
 
 
-def run_analysis(engine: Engine, settings: AnalysisSettings | None = None) -> Analysis:
-    """Analyse the derived tables of the database behind ``engine``."""
+def run_analysis(engine: Engine, settings: AnalysisSettings | None = None, *,
+                 sites: Sequence[str] | None = None) -> Analysis:
+    """Analyse the derived tables of the database behind ``engine``.
+
+    ``sites``: only these sites' patients and lines (a run analyses the sites it holds
+    the locks of); None: every site.
+    """
     patients, lines = load_tables(engine)
+    if sites is not None:
+        keep = list(sites)
+        patients = patients[patients["site"].isin(keep)].reset_index(drop=True)
+        lines = lines[lines["site"].isin(keep)].reset_index(drop=True)
     return analyze_frames(patients, lines, settings)
 
 

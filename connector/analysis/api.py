@@ -119,12 +119,6 @@ class Cohort:
         """Everything, as the pipeline runs it."""
         return analyze_frames(self.patients, self.lines, self.settings)
 
-    def report(self, out_dir: str | Path) -> list[Path]:
-        """Write the report folder for this cohort; returns the files written."""
-        from connector.report import write_report
-
-        return write_report(self.analyze(), Path(out_dir))
-
 
 def load_cohort(db_url: str, settings: AnalysisSettings | None = None) -> Cohort:
     """The derived tables of the database at ``db_url``."""

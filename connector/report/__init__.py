@@ -26,7 +26,7 @@ def results_text(results: dict) -> str:
     return json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_report(analysis: Analysis, out_dir: Path,
+def write_report(analysis: Analysis, out_dir: str | Path,
                  extra_sections: Sequence[Section] = ()) -> list[Path]:
     """Write the report folder and return the files written, sorted by name.
 
