@@ -37,23 +37,16 @@ from connector.db.models import (
     Site,
 )
 from connector.keys import load_secret
-from connector.mapping.resources import (
-    DRAIN_ROWS,
-    EVENT_TYPES,
-    BatchValidator,
-    Drained,
-    RawRow,
-    SiteMapper,
-    SiteResult,
-    validate_stored,
-)
+from connector.mapping.handlers import EVENT_TYPES, FIRST_PASS
+from connector.mapping.resources import RawRow, SiteMapper, SiteResult
+from connector.mapping.unmapped import UnmappedCodes, store_unmapped
+from connector.mapping.writer import DRAIN_ROWS, BatchValidator, Drained, validate_stored
 from connector.progress import Progress
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 READ_BATCH = 2000
-FIRST_PASS = ("Patient", "Medication")
 #: Below this many raw rows, validation stays in this process.
 PARALLEL_MIN_ROWS = 20000
 
@@ -166,7 +159,7 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
     with engine.begin() as conn:
         clear_site_rows(conn, site)
         mapper = SiteMapper(codesets, site, secret=secret, today=today or dt.date.today(),
-                            validate_many=validate_many, collect=False)
+                            validate_many=validate_many)
         now = dt.datetime.now(dt.UTC)
         read = 0
         for types in (FIRST_PASS, EVENT_TYPES):
@@ -184,7 +177,10 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
         mapper.last_records.write(conn, site)
         trimmed = count_trimmed(conn, site)
         touch_site(conn, site, now, create_site=read + trimmed > 0)
-    result.unmapped_resources += trimmed  # each one is an Observation no lab code maps
+        result.unmapped_resources += trimmed  # each one is an Observation no lab code maps
+        note_trimmed_codes(conn, site, codesets, result.unmapped)
+        store_unmapped(conn, site, result.unmapped, resources=result.unmapped_resources,
+                       stored_as_code=trimmed, now=now)
     result.stale_trimmed = stale_trimmed(engine, site, codesets)
     if result.stale_trimmed:
         log.warning("map %s: %d Observations were stored as their code only under other lab "
@@ -232,6 +228,15 @@ def stale_trimmed(engine: Engine, site: str, codesets: CodeSets) -> int:
     with engine.connect() as conn:
         return sum(n for body, n in trimmed_codes(conn, site, decided_otherwise_than=digest)
                    if trim.is_study_lab(orjson.loads(body).get("code") or {}))
+
+
+def note_trimmed_codes(conn: Connection, site: str, codesets: CodeSets,
+                       unmapped: UnmappedCodes) -> None:
+    """Count the codes of the site's Observations stored as their code only, each
+    distinct code looked at once and weighted by how many Observations carry it."""
+    trim = ObservationTrim(codesets, lab_filter_digest(codesets))
+    for body, n in trimmed_codes(conn, site):
+        unmapped.note_trimmed(body, n, trim)
 
 
 def trimmed_codes(conn: Connection, site: str, *,
@@ -310,17 +315,6 @@ def write_drained(conn: Connection, site: str, out: Drained, now: dt.datetime) -
                         (ConditionRecord, out.conditions)):
         insert_batches(conn, model, rows)
     insert_batches(conn, Quarantine, [dict(q, created_at=now) for q in out.quarantine])
-
-
-def replace_site_rows(conn: Connection, site: str, result: SiteResult, *,
-                      create_site: bool = True) -> None:
-    """Swap the site's normalized rows and map quarantine for a collected ``result``'s."""
-    clear_site_rows(conn, site)
-    now = dt.datetime.now(dt.UTC)
-    touch_site(conn, site, now, create_site=create_site)
-    write_drained(conn, site, Drained(
-        patients=result.patients, exposures=result.exposures, procedures=result.procedures,
-        labs=result.labs, conditions=result.conditions, quarantine=result.quarantine), now)
 
 
 def insert_batches(conn: Connection, model: type, rows: list[dict]) -> None:
