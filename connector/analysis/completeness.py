@@ -23,25 +23,19 @@ FALLBACK = "new_line_fallback"
 
 
 def load_quality(engine: Engine) -> dict[str, dict[str, int]]:
-    """Per site: resources quarantined (any stage) and Observations no lab code maps."""
-    from connector.db.models import Quarantine, RawCodeCount, RawResource
+    """Per site: resources quarantined (any stage) and Observations no lab code maps (stored
+    as their code only), as the map stage counted them (``unmapped_count``)."""
+    from connector.db.models import Quarantine, UnmappedCount
 
     out: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         for site, n in conn.execute(select(Quarantine.site, func.count())
                                     .group_by(Quarantine.site)):
             out.setdefault(str(site), {})["quarantined"] = int(n)
-        trimmed = select(RawResource.site, func.count()).where(
-            RawResource.resource_type == "Observation", RawResource.trimmed.is_not(None),
-            RawResource.deleted.is_(False)).group_by(RawResource.site)
-        for site, n in conn.execute(trimmed):
-            entry = out.setdefault(str(site), {})
-            entry["unmapped_observations"] = entry.get("unmapped_observations", 0) + int(n)
-        counted = select(RawCodeCount.site, func.sum(RawCodeCount.n)).group_by(
-            RawCodeCount.site)
+        counted = select(UnmappedCount.site, UnmappedCount.stored_as_code).where(
+            UnmappedCount.stored_as_code > 0)
         for site, n in conn.execute(counted):
-            entry = out.setdefault(str(site), {})
-            entry["unmapped_observations"] = entry.get("unmapped_observations", 0) + int(n or 0)
+            out.setdefault(str(site), {})["unmapped_observations"] = int(n)
     return out
 
 

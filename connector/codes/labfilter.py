@@ -49,8 +49,8 @@ class ObservationTrim:
 
     codesets: CodeSets
     digest: str
-    _memo: dict[tuple[object, object], bool] = field(default_factory=dict, compare=False,
-                                                      repr=False)
+    _memo: dict[tuple[str, str], str | None] = field(default_factory=dict, compare=False,
+                                                     repr=False)
 
     def trimmed(self, resource: dict[str, Any]) -> dict[str, Any] | None:
         """The trimmed copy of ``resource``, or None to keep it whole."""
@@ -62,25 +62,36 @@ class ObservationTrim:
         return {key: resource[key] for key in TRIMMED_KEYS if key in resource}
 
     def is_study_lab(self, code: dict[str, Any]) -> bool:
-        items = code.get("coding")
-        if not isinstance(items, list):
-            return False
-        memo = self._memo
-        for item in items:
-            if not isinstance(item, dict):
-                continue
-            key = (item.get("system"), item.get("code"))
-            try:
-                hit = memo.get(key)
-            except TypeError:  # an unhashable system or code: not a study lab
-                continue
-            if hit is None:
-                hit = self.codesets.lab_analyte(*key) is not None
-                if len(memo) < MEMO_LIMIT:
-                    memo[key] = hit
-            if hit:
-                return True
-        return False
+        return study_lab_coding(self.codesets, code, self._memo) is not None
+
+
+def study_lab_coding(codesets: CodeSets, code: dict[str, Any],
+                     memo: dict[tuple[str, str], str | None]) -> tuple[str, dict] | None:
+    """The analyte of the first coding of ``code`` a lab code set maps, with that coding.
+
+    The hot path of a lab-heavy extract and map: most Observations are not study labs,
+    so answers are remembered per (system, code) as sent (``memo``, bounded) and nothing
+    is built until a code matches. The map stage and the filter decide alike.
+    """
+    items = code.get("coding")
+    if not isinstance(items, list):
+        return None
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        system, value = item.get("system"), item.get("code")
+        if not isinstance(system, str) or not isinstance(value, str) or not value:
+            continue
+        key = (system, value)
+        if key in memo:
+            analyte = memo[key]
+        else:
+            analyte = codesets.lab_analyte(system, value)
+            if len(memo) < MEMO_LIMIT:
+                memo[key] = analyte
+        if analyte:
+            return analyte, item
+    return None
 
 
 def lab_filter_digest(codesets: CodeSets) -> str:

@@ -204,6 +204,39 @@ class Site(SQLModel, table=True):
     merged_at: dt.datetime | None = None
 
 
+class UnmappedCode(SQLModel, table=True):
+    """A code seen in a study resource type that no code set maps, counted by the map stage.
+
+    ``cohort map --unmapped`` and the report's unmapped section read these counts
+    (connector/mapping/unmapped.py), so they never read the raw store. A map of the
+    site replaces its rows. A coding without a code is counted by its normalized
+    ``text``; ``display`` is one way the site spelled it.
+    """
+
+    __tablename__ = "unmapped_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    resource_type: str
+    system: str
+    code: str
+    text: str
+    display: str
+    n: int
+
+
+class UnmappedCount(SQLModel, table=True):
+    """Per site, at its last map: resources of study types whose code matched nothing, and
+    of them the Observations the raw store keeps as their code only (or only counts)."""
+
+    __tablename__ = "unmapped_count"
+
+    site: str = Field(primary_key=True)
+    resources: int
+    stored_as_code: int
+    mapped_at: dt.datetime = Field(default_factory=_utcnow)
+
+
 class Patient(SQLModel, table=True):
     __tablename__ = "patient"
     __table_args__ = (UniqueConstraint("site", "source_id"),)

@@ -94,17 +94,15 @@ def map_condition(mapper: SiteMapper, row: RawRow, res: dict) -> None:
     code = res.get("code")
     found = match_findings(mapper.cs, code)
     if not found:
-        mapper._unmapped(row.resource_type, [code])
-        return
-    if mapper.unmapped_only:
+        mapper.unmapped(row.resource_type, [code])
         return
     status = verification(res)
-    patient = mapper._subject(res)
+    patient = mapper.subject(res)
     day = condition_date(res)
-    mapper._check_date(day, patient, "condition")
+    mapper.check_date(day, patient, "condition")
     order = (day, row.resource_type, row.resource_id)
-    mapper._defer(row, res, [(
-        mapper._conditions, (patient, finding, day, status), order,
+    mapper.defer(row, res, [(
+        "condition_record", (patient, finding, day, status), order,
         {"site": mapper.site, "patient_source_id": patient, "source_type": row.resource_type,
          "source_id": row.resource_id, "version_id": row.version_id, "finding": finding,
          "status": status, "onset_date": day, "code_system": system, "code": value,

@@ -162,3 +162,19 @@ def bad_string(obj: Any, limit: int) -> str | None:
         elif isinstance(node, list):
             stack.extend((item, path) for item in node)
     return None
+
+
+def provenance(coding: Coding) -> dict[str, Any]:
+    """The columns that say which coding an event row was mapped from."""
+    return {"code_system": coding.system, "code": coding.code,
+            "display": coding.display[:500] if coding.display else None}
+
+
+def code_of(res: dict) -> dict:
+    """The ``code`` CodeableConcept of an event resource (missing or malformed: Reject)."""
+    code = res.get("code")
+    if code is None:
+        raise Reject("missing code")
+    if not isinstance(code, dict):
+        raise Reject("code is not a CodeableConcept")
+    return code

@@ -20,8 +20,10 @@ mappings/statuses.csv as for administrations.
 from __future__ import annotations
 
 import datetime as dt
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from connector.mapping.administration import map_drug_event
 from connector.mapping.fhir import Excluded, Reject, event_dates, parse_date
 
 if TYPE_CHECKING:
@@ -113,17 +115,4 @@ def exposure_period(resource_type: str, res: dict) -> tuple[dt.date, dt.date | N
 
 def map_order(mapper: SiteMapper, row: RawRow, res: dict) -> None:
     """One request, dispense or statement → exposures (one per study ingredient)."""
-    concepts, external = mapper._medication_concepts(res)
-    matches = mapper._match_drug(concepts)
-    if not matches:
-        mapper._unmapped(row.resource_type, concepts)
-        return
-    if mapper.unmapped_only:
-        return
-    status = mapper._status(row.resource_type, res)
-    patient = mapper._subject(res)
-    start, end = exposure_period(row.resource_type, res)
-    mapper._check_date(start, patient, "exposure")
-    if external is not None:
-        mapper._check_medication(external)
-    mapper._defer_exposures(row, res, patient, start, end, status, matches)
+    map_drug_event(mapper, row, res, partial(exposure_period, row.resource_type), "exposure")

@@ -38,23 +38,16 @@ from connector.db.models import (
     Site,
 )
 from connector.keys import load_secret
-from connector.mapping.resources import (
-    DRAIN_ROWS,
-    EVENT_TYPES,
-    BatchValidator,
-    Drained,
-    RawRow,
-    SiteMapper,
-    SiteResult,
-    validate_stored,
-)
+from connector.mapping.handlers import EVENT_TYPES, FIRST_PASS
+from connector.mapping.resources import RawRow, SiteMapper, SiteResult
+from connector.mapping.unmapped import UnmappedCodes, store_unmapped
+from connector.mapping.writer import DRAIN_ROWS, BatchValidator, Drained, validate_stored
 from connector.progress import Progress
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
 READ_BATCH = 2000
-FIRST_PASS = ("Patient", "Medication")
 #: Below this many raw rows, validation stays in this process.
 PARALLEL_MIN_ROWS = 20000
 
@@ -167,7 +160,7 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
     with engine.begin() as conn:
         clear_site_rows(conn, site)
         mapper = SiteMapper(codesets, site, secret=secret, today=today or dt.date.today(),
-                            validate_many=validate_many, collect=False)
+                            validate_many=validate_many)
         now = utcnow()
         read = 0
         for types in (FIRST_PASS, EVENT_TYPES):
@@ -185,7 +178,10 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
         mapper.last_records.write(conn, site)
         trimmed = count_trimmed(conn, site)
         touch_site(conn, site, now, create_site=read + trimmed > 0)
-    result.unmapped_resources += trimmed  # each one is an Observation no lab code maps
+        result.unmapped_resources += trimmed  # each one is an Observation no lab code maps
+        note_trimmed_codes(conn, site, codesets, result.unmapped)
+        store_unmapped(conn, site, result.unmapped, resources=result.unmapped_resources,
+                       stored_as_code=trimmed, now=now)
     result.stale_trimmed = stale_trimmed(engine, site, codesets)
     if result.stale_trimmed:
         log.warning("map %s: %d Observations were stored as their code only under other lab "
@@ -233,6 +229,15 @@ def stale_trimmed(engine: Engine, site: str, codesets: CodeSets) -> int:
     with engine.connect() as conn:
         return sum(n for body, n in trimmed_codes(conn, site, decided_otherwise_than=digest)
                    if trim.is_study_lab(orjson.loads(body).get("code") or {}))
+
+
+def note_trimmed_codes(conn: Connection, site: str, codesets: CodeSets,
+                       unmapped: UnmappedCodes) -> None:
+    """Count the codes of the site's Observations stored as their code only, each
+    distinct code looked at once and weighted by how many Observations carry it."""
+    trim = ObservationTrim(codesets, lab_filter_digest(codesets))
+    for body, n in trimmed_codes(conn, site):
+        unmapped.note_trimmed(body, n, trim)
 
 
 def trimmed_codes(conn: Connection, site: str, *,

@@ -215,6 +215,7 @@ def test_unmapped_report_counts_codes_from_sql(tmp_path):
     (folder / "Patient.ndjson").write_bytes(orjson.dumps({"resourceType": "Patient", "id": "p1"}))
     engine = pipeline.open_db(f"sqlite:///{tmp_path / 'db'}.db")
     pipeline.extract(engine, str(tmp_path / "src"), loader="duckdb")
+    pipeline.map_(engine)  # the map stage counts the unmapped codes (issue 14 item 3)
     write_unmapped(engine, tmp_path / "u.csv")
     rows = list(csv.DictReader((tmp_path / "u.csv").open()))
     assert [(r["code"], r["display"], r["count"]) for r in rows] == [("8867-4", "Heart rate", "5")]

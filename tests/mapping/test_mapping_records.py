@@ -300,3 +300,37 @@ def test_unmapped_report(engine, tmp_path):
         ("MedicationAdministration", "161", "acetaminophen"),
         ("MedicationAdministration", "", "Vitamin D 1000 IU"),
         ("Procedure", "99213", "office visit")}
+
+
+def test_unmapped_counts_are_stored_by_the_map_stage(engine, tmp_path):
+    """The report's unmapped codes and the completeness counts come from what the map
+    stage stored, not from the raw store: emptied after the map, they are unchanged."""
+    from connector.analysis.completeness import load_quality
+
+    load(engine, [patient("p1"), observation("o1", "p1", "8310-5", value=37.0, unit="Cel"),
+                  observation("o2", "p1", "8310-5", value=37.5, unit="Cel", date="2022-04-01"),
+                  med_admin("m1", "p1", concept(RXNORM, "161", "acetaminophen"))])
+    load(engine, [patient("q1"), procedure("pr1", "q1", concept(CPT, "99213", "office visit")),
+                  med_admin("m2", "q1", concept(RXNORM, "161", "Tylenol"))], site="site_b")
+    run_map(engine)
+    run_map(engine)  # a second map replaces the counts, never adds to them
+    before = tmp_path / "before.csv"
+    assert write_unmapped(engine, before) == 3
+    quality = load_quality(engine)
+    assert quality == {"site_a": {"unmapped_observations": 2}}
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM raw_resource"))
+        conn.execute(sa.text("DELETE FROM raw_code_count"))
+    after = tmp_path / "after.csv"
+    assert write_unmapped(engine, after) == 3
+    assert after.read_text() == before.read_text()
+    assert load_quality(engine) == quality
+    with before.open() as fh:
+        got = {(r["code"], r["display"], r["count"]) for r in csv.DictReader(fh)}
+    # one row per code over both sites, the display spelled first in sort order
+    assert got == {("8310-5", "", "2"), ("161", "Tylenol", "2"), ("99213", "office visit", "1")}
+    site_b = tmp_path / "site_b.csv"
+    assert write_unmapped(engine, site_b, ["site_b"]) == 2
+    with site_b.open() as fh:
+        assert {(r["code"], r["count"]) for r in csv.DictReader(fh)} == {
+            ("161", "1"), ("99213", "1")}
