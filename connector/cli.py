@@ -12,10 +12,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from connector.progress import Progress
+
+if TYPE_CHECKING:
+    from connector.extract.source import RunOptions, Source
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOURCE, EXIT_LOCKED = 0, 1, 2, 3, 4
 
@@ -148,15 +152,16 @@ def run(
     loader: str | None = LoaderOpt,
 ) -> None:
     """Run every stage: extract, map, derive, analyze, and write the report folder."""
-    extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
-    extra.update({"loader": loader} if loader else {})
-    _preflight(source, site, bulk=bool(extra.get("bulk")), out=out)
+    options = _run_options(scope, loader, bulk, group, since, bulk_level, bulk_timeout,
+                           work_dir)
+    _preflight(source, site, bulk=options.bulk is not None, out=out)
+    resolved = _resolve(source, site, options)
     progress = _progress(quiet)
     engine = _open(db)
-    sites = _sites_of(source, site)
+    sites = list(resolved.sites)
     with _locked_sites(engine, sites):
         # Only the sites this run holds the locks of: another run may be loading the rest.
-        _run_extract(engine, source, site, progress, scope=scope, **extra)
+        _run_extract(engine, resolved, progress)
         _run_map(engine, sites, progress)
         _run_derive(engine, sites, progress)
         _run_analyze(engine, out, progress, sites=sites)
@@ -169,12 +174,13 @@ def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt
             bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
             work_dir: Path | None = WorkDirOpt, loader: str | None = LoaderOpt) -> None:
     """Extract FHIR resources from the source into the raw store (with provenance)."""
-    extra = _bulk_options(bulk, group, since, bulk_level, bulk_timeout, work_dir)
-    extra.update({"loader": loader} if loader else {})
-    _preflight(source, site, bulk=bool(extra.get("bulk")))
+    options = _run_options(scope, loader, bulk, group, since, bulk_level, bulk_timeout,
+                           work_dir)
+    _preflight(source, site, bulk=options.bulk is not None)
+    resolved = _resolve(source, site, options)
     engine = _open(db)
-    with _locked_sites(engine, _sites_of(source, site)):
-        _run_extract(engine, source, site, _progress(quiet), scope=scope, **extra)
+    with _locked_sites(engine, list(resolved.sites)):
+        _run_extract(engine, resolved, _progress(quiet))
 
 
 @app.command("map")
@@ -443,11 +449,17 @@ def _preflight(source: str | None = None, site: str | None = None, *, bulk: bool
         _fail(str(exc), EXIT_USAGE)
 
 
-def _sites_of(source: str, site: str | None) -> list[str]:
-    """The sites a run of ``source`` writes (and locks, maps, derives and reports)."""
-    from connector.lock import sites_for_source
+def _resolve(source: str, site: str | None, options: RunOptions) -> Source:
+    """``--source`` and the run's options as one typed source, whose sites the run writes
+    (and locks, maps, derives and reports); exit 2 when they cannot make a run."""
+    from connector.extract.source import resolve_source
+    from connector.fhir.errors import SiteConfigError
 
-    return sites_for_source(source, site)
+    try:
+        return resolve_source(source, site, options)
+    except (FileNotFoundError, SiteConfigError) as exc:
+        _fail(str(exc), EXIT_USAGE)
+        raise  # not reached: _fail exits
 
 
 @contextmanager
@@ -509,9 +521,12 @@ def _open(db: str):  # noqa: ANN202
         _fail(f"cannot open database: {type(exc).__name__}: {exc}", EXIT_USAGE)
 
 
-def _bulk_options(bulk: bool, group: str | None, since: str | None, level: str | None,
-                  timeout: float | None, work_dir: Path | None) -> dict:
-    """The Bulk Data options for extract (``--group`` implies ``--bulk``)."""
+def _run_options(scope: str | None, loader: str | None, bulk: bool, group: str | None,
+                 since: str | None, level: str | None, timeout: float | None,
+                 work_dir: Path | None) -> RunOptions:
+    """The extraction's options, typed (``--group`` implies ``--bulk``)."""
+    from connector.extract.source import BulkOptions, RunOptions
+
     given = {"group": group, "since": since, "bulk_level": level, "bulk_timeout": timeout,
              "work_dir": str(work_dir) if work_dir else None}
     given = {k: v for k, v in given.items() if v is not None}
@@ -519,19 +534,18 @@ def _bulk_options(bulk: bool, group: str | None, since: str | None, level: str |
         if given:
             _fail(f"--{next(iter(given)).replace('_', '-')} applies to Bulk Data export; add "
                   "--bulk", EXIT_USAGE)
-        return {}
-    return {"bulk": True, **given}
+        return RunOptions(scope=scope or None, loader=loader or None)
+    return RunOptions(scope=scope or None, loader=loader or None,
+                      bulk=BulkOptions(group=group, since=since, level=level, timeout=timeout,
+                                       work_dir=work_dir))
 
 
-def _run_extract(engine, source: str, site: str | None, progress: Progress,  # noqa: ANN001
-                 scope: str | None = None, **extra: object) -> None:
+def _run_extract(engine, source: Source, progress: Progress) -> None:  # noqa: ANN001
     from connector import pipeline
     from connector.fhir.errors import FhirSourceError, SiteConfigError
 
-    options = {"scope": scope} if scope else {}
-    options.update(extra)
     try:
-        summary = pipeline.extract(engine, source, site=site, progress=progress, **options)
+        summary = pipeline.extract(engine, source, progress=progress)
     except (FileNotFoundError, SiteConfigError) as exc:
         _fail(str(exc), EXIT_USAGE)
     except FhirSourceError as exc:

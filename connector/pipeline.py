@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
 from connector.db import get_engine, init_db
 from connector.progress import Progress
+
+if TYPE_CHECKING:
+    from connector.extract.source import Source
 
 
 def open_db(db_url: str) -> Engine:
@@ -23,11 +26,15 @@ def open_db(db_url: str) -> Engine:
     return engine
 
 
-def extract(engine: Engine, source: str, *, site: str | None = None,
+def extract(engine: Engine, source: str | Source, *, site: str | None = None,
             progress: Progress | None = None, **options: Any):  # noqa: ANN201
-    from connector.extract import run_extract
+    """Extract a resolved ``Source`` (connector.extract.source), or ``source`` as given
+    on the command line with the keyword options of ``run_extract``."""
+    if isinstance(source, str):
+        from connector.extract import run_extract
 
-    return run_extract(engine, source, site=site, progress=progress, **options)
+        return run_extract(engine, source, site=site, progress=progress, **options)
+    return source.extract(engine, progress)
 
 
 def map_(engine: Engine, *, site: str | None = None, sites: Sequence[str] | None = None,

@@ -29,21 +29,13 @@ def check_source(source: str, site: str | None = None, *, bulk: bool = False) ->
     validate, a folder must exist and hold NDJSON or JSON files. A folder that does
     not exist but looks like a server address gets the URL to use instead.
     """
-    from connector.extract.run import source_kind
+    from connector.extract.source import site_config, source_kind
     from connector.fhir.errors import SiteConfigError
 
     kind = source_kind(source)
     try:
-        if kind == "url":
-            from connector.fhir.config import config_for_url
-
-            config_for_url(source, site)
-        elif kind == "config":
-            from connector.fhir.config import load_site_config, with_options
-
-            config = load_site_config(source)
-            if site:
-                with_options(config, {"name": site})
+        if kind in ("url", "config"):
+            site_config(source, kind, site, {})
         else:
             _check_folder(source, bulk=bulk, site=site)
     except SiteConfigError as exc:

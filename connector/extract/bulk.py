@@ -31,7 +31,6 @@ without a server (the benchmark's entry point).
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import hashlib
 import logging
@@ -51,9 +50,19 @@ from sqlalchemy.engine import Connection, Engine
 
 from connector.codes.labfilter import default_trim
 from connector.db.engine import load_cache
-from connector.db.models import BulkFile, BulkJob, RawCodeCount, RawResource, SyncState
+from connector.db.models import BulkFile, BulkJob, RawCodeCount
 from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
-from connector.extract.run import ExtractSummary, _finish_run, _merge_counts, _start_run
+from connector.extract.records import (
+    finish_run,
+    load_watermark,
+    merge_counts,
+    referenced_medications,
+    save_watermarks,
+    start_run,
+    stored_ids,
+    utcnow,
+)
+from connector.extract.run import ExtractSummary
 from connector.extract.store import RawStore, StoreCounts
 from connector.fhir.bulk import (
     BulkClient,
@@ -65,7 +74,7 @@ from connector.fhir.bulk import (
     PollPolicy,
 )
 from connector.fhir.client import FhirClient, outcome_text, to_instant
-from connector.fhir.config import MEDICATION_USERS, SiteConfig, site_config_for_run
+from connector.fhir.config import SiteConfig
 from connector.fhir.errors import FhirSourceError, SiteConfigError
 from connector.progress import Progress
 
@@ -139,17 +148,17 @@ class BulkExtraction:
     # -- entry -----------------------------------------------------------------
 
     def run(self) -> ExtractSummary:
-        run_id = _start_run(self.engine, self.site, self.config.base_url, mode=MODE)
+        run_id = start_run(self.engine, self.site, self.config.base_url, MODE)
         job: BulkJob | None = None
         try:
             job = self._extract(run_id)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, FhirSourceError | SiteConfigError) \
                 else type(exc).__name__
-            _finish_run(self.engine, run_id, self.counts, status="failed",
+            finish_run(self.engine, run_id, self.counts, status="failed",
                         message=message[:2000], retries=self.client.stats.retries)
             raise
-        _finish_run(self.engine, run_id, self.counts, status="ok",
+        finish_run(self.engine, run_id, self.counts, status="ok",
                     message=self._summary_text(job), retries=self.client.stats.retries)
         log.info("bulk extract %s: %s", self.site, self._summary_text(job))
         return ExtractSummary(sites=[self.site], read=self.read, counts=self.counts)
@@ -221,10 +230,7 @@ class BulkExtraction:
                 raise SiteConfigError(f"--since {explicit!r}: give a date (2024-01-31) or an "
                                       "instant (2024-01-31T12:00:00Z), or 'full'")
             return instant
-        with self.engine.connect() as conn:
-            return conn.execute(select(SyncState.watermark).where(
-                SyncState.site == self.site, SyncState.mode == MODE,
-                SyncState.resource_type == request_key(request))).scalar()
+        return load_watermark(self.engine, self.site, MODE, request_key(request))
 
     # -- jobs --------------------------------------------------------------------
 
@@ -260,7 +266,7 @@ class BulkExtraction:
             "kickoff_url": self.client.url(request.path), "kickoff_method": request.method,
             "kickoff_params": orjson.dumps(request.params()).decode(), "since": request.since,
             "state": "kickoff", "message": "", "run_id": run_id,
-            "created_at": _utcnow(), "updated_at": _utcnow(),
+            "created_at": utcnow(), "updated_at": utcnow(),
         }
         with self.engine.begin() as conn:
             job_id = int(conn.execute(insert(BulkJob).values(**values)).inserted_primary_key[0])
@@ -275,7 +281,7 @@ class BulkExtraction:
         self._remove_dir(job)
 
     def _update(self, job: BulkJob, **values: Any) -> None:
-        values["updated_at"] = _utcnow()
+        values["updated_at"] = utcnow()
         with self.engine.begin() as conn:
             conn.execute(update(BulkJob).where(BulkJob.id == job.id).values(**values))
         for name, value in values.items():
@@ -312,7 +318,7 @@ class BulkExtraction:
                 self.bulk.delete(job.status_url)
             if job.transaction_time:
                 with self.engine.begin() as conn:
-                    save_watermark(conn, self.site, job.request_key, job.transaction_time)
+                    save_watermarks(conn, self.site, MODE, {job.request_key: job.transaction_time})
             self._update(job, state="done", message=self._summary_text(job))
             self._remove_dir(job)
 
@@ -330,8 +336,8 @@ class BulkExtraction:
             self.bulk.check_origin(manifest.next_url, "manifest link")
         self.token = manifest.requires_access_token
         with self.engine.begin() as conn:
-            known = {r[0] for r in conn.execute(select(BulkFile.url).where(
-                BulkFile.job_id == job.id))}
+            known = set(conn.execute(select(BulkFile.url).where(
+                BulkFile.job_id == job.id)).scalars())
             rows = [{"job_id": job.id, "kind": f.kind, "resource_type": f.type, "url": f.url,
                      "expected_count": f.count, "lines_loaded": 0, "bytes_downloaded": 0,
                      "done": False} for f in manifest.files if f.url not in known]
@@ -436,8 +442,8 @@ class BulkExtraction:
             if expect is not None and n != expect:
                 raise _CountMismatch(n)
             conn.execute(update(BulkFile).where(BulkFile.id == f.id).values(
-                done=True, lines_loaded=n, bytes_downloaded=size, loaded_at=_utcnow()))
-        _merge_counts(self.counts, counts)
+                done=True, lines_loaded=n, bytes_downloaded=size, loaded_at=utcnow()))
+        merge_counts(self.counts, counts)
         self.outcomes.update(outcomes)
         return n
 
@@ -474,7 +480,7 @@ class BulkExtraction:
                     for resource in page.resources:
                         store.add(resource, site=self.site, source="Medication?_id")
                     store.flush()
-                _merge_counts(self.counts, counts)
+                merge_counts(self.counts, counts)
                 self.hydrated += len(page.resources)
         log.info("fetched %d of %d referenced Medication resources the export lacked",
                  self.hydrated, len(missing))
@@ -613,7 +619,7 @@ def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
         raise FileNotFoundError(f"no NDJSON files under {root}")
     progress = progress or Progress.silent()
     summary = ExtractSummary(sites=[site])
-    run_id = _start_run(engine, site, str(root), mode=MODE)
+    run_id = start_run(engine, site, str(root), MODE)
     outcomes: Counter = Counter()
     try:
         with progress.task("load", total=sum(p.stat().st_size for p in files), unit="B") \
@@ -638,15 +644,15 @@ def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
                     except _Corrupt:
                         raise ValueError(f"{path.name}: the gzip stream is cut short") from None
                     store.flush()
-                _merge_counts(summary.counts, counts)
+                merge_counts(summary.counts, counts)
                 if kind == "output":
                     summary.read += n
                 advance(path.stat().st_size)
     except BaseException as exc:
-        _finish_run(engine, run_id, summary.counts, status="failed",
+        finish_run(engine, run_id, summary.counts, status="failed",
                     message=str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
         raise
-    _finish_run(engine, run_id, summary.counts, status="ok",
+    finish_run(engine, run_id, summary.counts, status="ok",
                 message=f"{len(files)} export files from a folder; {summary.read} resources")
     return summary
 
@@ -667,49 +673,6 @@ def request_key(request: ExportRequest) -> str:
         trim = default_trim()
         key += f" bodies={trim.digest if trim else 'all'}"
     return key
-
-
-def save_watermark(conn: Connection, site: str, key: str, mark: str) -> None:
-    row = conn.execute(select(SyncState.id).where(
-        SyncState.site == site, SyncState.mode == MODE, SyncState.resource_type == key)).first()
-    if row:
-        conn.execute(update(SyncState).where(SyncState.id == row[0]).values(
-            watermark=mark, updated_at=_utcnow()))
-    else:
-        conn.execute(insert(SyncState).values(site=site, resource_type=key, mode=MODE,
-                                              watermark=mark, updated_at=_utcnow()))
-
-
-def stored_ids(engine: Engine, site: str, rtype: str) -> set[str]:
-    with engine.connect() as conn:
-        return {r[0] for r in conn.execute(select(RawResource.resource_id).where(
-            RawResource.site == site, RawResource.resource_type == rtype,
-            RawResource.deleted.is_(False)))}
-
-
-_MEDICATION_REF = re.compile(r"(?:^|/)Medication/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-
-
-def referenced_medications(engine: Engine, site: str, base_url: str) -> set[str]:
-    """Ids of same-server Medications referenced by the site's stored administrations,
-    requests, dispenses and statements."""
-    found: set[str] = set()
-    with engine.connect() as conn:
-        rows = conn.execution_options(yield_per=1000).execute(
-            select(RawResource.body).where(
-                RawResource.site == site, RawResource.deleted.is_(False),
-                RawResource.resource_type.in_(MEDICATION_USERS)))
-        for (body,) in rows:
-            ref = (orjson.loads(body).get("medicationReference") or {})
-            text = ref.get("reference") if isinstance(ref, dict) else None
-            if not isinstance(text, str) or text.startswith("#"):
-                continue
-            if "://" in text and not text.startswith(base_url.rstrip("/") + "/"):
-                continue
-            m = _MEDICATION_REF.search(text)
-            if m:
-                found.add(m.group(1))
-    return found
 
 
 def default_work_dir(engine: Engine) -> Path:
@@ -755,10 +718,6 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:64] or "site"
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 @contextmanager
 def _poll_display(progress: Progress) -> Iterator[Callable[[str | None], None]]:
     """A spinner line showing the server's X-Progress while the export runs."""
@@ -782,54 +741,19 @@ def _poll_display(progress: Progress) -> Iterator[Callable[[str | None], None]]:
 
 
 def extract_bulk(engine: Engine, source: str, *, site: str | None = None,
-                 progress: Progress | None = None, group: str | None = None,
-                 since: str | None = None, bulk_level: str | None = None,
-                 work_dir: str | Path | None = None, bulk_timeout: float | None = None,
-                 poll_max_wait: float | None = None, type_filter: list[str] | None = None,
-                 kickoff_method: str | None = None, partial_manifests: bool = False,
-                 keep_files: bool = False, poll_policy: PollPolicy | None = None,
-                 **options: Any) -> ExtractSummary:
+                 progress: Progress | None = None, **options: Any) -> ExtractSummary:
     """Extract from a FHIR server's Bulk Data ``$export`` (``source`` a base URL or a site
     TOML file) into the raw store; resumes an unfinished export of the same request.
 
-    ``group``: export ``Group/[id]``; ``bulk_level``: "system", "patient" or "group";
-    ``since``: an instant or date for ``_since`` (default: the previous export's
-    ``transactionTime``; "full" for a full export); ``work_dir``: where files are
-    downloaded (default ``.bulk`` beside a SQLite database); ``bulk_timeout``: seconds
-    to wait for the server in this run; ``poll_max_wait``: cap on one wait (default
-    the site's ``retry.retry_after_cap``); ``type_filter``: ``_typeFilter`` queries;
-    ``kickoff_method``: "GET" or "POST"; other ``options`` override the site config
-    as for REST (``timeout``, ``rate_limit``, ``retry``, ``auth``...).
+    ``options`` as ``connector.extract.source.RunOptions.from_keywords`` reads them:
+    ``group``, ``bulk_level``, ``since`` ("full" for a full export), ``work_dir``,
+    ``bulk_timeout``, ``poll_max_wait``, ``type_filter``, ``kickoff_method``, and the site
+    config settings of REST (``timeout``, ``rate_limit``, ``retry``, ``auth``...).
     """
-    options = dict(options)
-    options.pop("bulk", None)
-    loader = str(options.pop("loader", None) or "python")
-    options.pop("screen_terms", None)
-    if options.pop("scope", None) is not None:
-        raise SiteConfigError("--scope applies to REST extraction; a bulk export takes the "
-                              "whole server, the Patient compartment or a Group (--group ID)")
-    config = site_config_for_run(source, site, options)
-    policy = poll_policy or PollPolicy(max_wait=config.retry.retry_after_cap)
-    if bulk_timeout is not None:
-        policy.timeout = float(bulk_timeout)
-    if poll_max_wait is not None:
-        policy.max_wait = float(poll_max_wait)
-    method = (kickoff_method or "GET").upper()
-    if method not in ("GET", "POST"):
-        raise SiteConfigError("kickoff_method must be GET or POST")
-    level = bulk_level.lower() if bulk_level else None
-    if level is not None and level not in ("system", "patient", "group"):
-        raise SiteConfigError("--bulk-level must be system, patient or group")
-    settings = BulkSettings(level=level, group_id=group, since=since,
-                            type_filters=tuple(type_filter or ()), method=method,
-                            partial_manifests=partial_manifests,
-                            work_dir=Path(work_dir) if work_dir else None,
-                            keep_files=keep_files, poll=policy, loader=loader)
-    client = FhirClient.for_site(config)
-    try:
-        return BulkExtraction(engine, config, client, settings, progress).run()
-    finally:
-        client.close()
+    from connector.extract.source import RunOptions, resolve_source
+
+    return resolve_source(source, site, RunOptions.from_keywords({**options, "bulk": True})
+                          ).extract(engine, progress)
 
 
 __all__ = ["BulkExtraction", "BulkSettings", "extract_bulk", "load_export_file",

@@ -45,13 +45,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
-from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
 from connector.codes.labfilter import default_trim
 from connector.codes.screen import ScreenTerms, car_t_screen_terms
-from connector.db.models import ExtractRun, RawResource, SyncState
+from connector.extract.records import (
+    finish_run,
+    load_watermarks,
+    save_watermarks,
+    start_run,
+    stored_ids,
+)
+from connector.extract.refs import medication_id, subject_patient
 from connector.extract.run import ExtractSummary
 from connector.extract.store import RawStore, StoreCounts
 from connector.fhir.client import (
@@ -66,7 +71,6 @@ from connector.fhir.config import (
     MEDICATION_USERS,
     PATIENT_TYPES,
     SiteConfig,
-    site_config_for_run,
 )
 from connector.fhir.errors import (
     AuthError,
@@ -91,33 +95,6 @@ CHUNK_TOKENS = 30  # codes per screening request (keeps URLs short)
 def _escape(value: str) -> str:
     """A search value with FHIR's special characters escaped (``,`` ``|`` ``$`` ``\\``)."""
     return re.sub(r"([,|$\\])", r"\\\1", value)
-
-
-# -------------------------------------------------------------- references
-
-_PATIENT_REF = re.compile(r"(?:^|/)Patient/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-_MEDICATION_REF = re.compile(r"(?:^|/)Medication/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
-
-
-def _ref_id(reference: Any, pattern: re.Pattern[str], base_url: str) -> str | None:
-    """The id in a same-server reference (relative, or absolute under our base URL)."""
-    if not isinstance(reference, dict):
-        return None
-    ref = reference.get("reference")
-    if not isinstance(ref, str) or ref.startswith("#"):
-        return None
-    if "://" in ref and not ref.startswith(base_url + "/"):
-        return None
-    m = pattern.search(ref)
-    return m.group(1) if m else None
-
-
-def subject_patient(resource: dict, base_url: str) -> str | None:
-    return _ref_id(resource.get("subject") or resource.get("patient"), _PATIENT_REF, base_url)
-
-
-def medication_id(resource: dict, base_url: str) -> str | None:
-    return _ref_id(resource.get("medicationReference"), _MEDICATION_REF, base_url)
 
 
 # ---------------------------------------------------------------------- jobs
@@ -212,7 +189,7 @@ class RemoteExtraction:
     # -- entry ----------------------------------------------------------------
 
     def run(self) -> ExtractSummary:
-        run_id = _start_run(self.engine, self.site, self.config.base_url)
+        run_id = start_run(self.engine, self.site, self.config.base_url, "rest")
         try:
             new_marks = self._extract()
         except BaseException as exc:
@@ -221,7 +198,7 @@ class RemoteExtraction:
             self._finish(run_id, status="failed", message=message[:2000])
             raise
         with self.engine.begin() as conn:
-            _save_watermarks(conn, self.site, self.mode, new_marks)
+            save_watermarks(conn, self.site, self.mode, new_marks)
         self._finish(run_id, status="ok", message=self._summary_text())
         summary = ExtractSummary(sites=[self.site], read=sum(self.totals.fetched.values()),
                                  counts=self.counts)
@@ -236,7 +213,7 @@ class RemoteExtraction:
         if self.config.page_size is None:  # the largest page the server accepts
             self.client.page_size = choose_page_size(self.client).size
         self.t0 = self._server_time()
-        self.watermarks = _load_watermarks(self.engine, self.site, self.mode)
+        self.watermarks = load_watermarks(self.engine, self.site, self.mode)
         types = [t for t in self.config.resource_types]
         if self.config.scope == "all":
             # one phase for all types, as for a cohort: while one search waits for the
@@ -325,7 +302,7 @@ class RemoteExtraction:
 
     def _patients(self) -> tuple[set[str], set[str]]:
         """(patients to fetch whole, patients to fetch changes of)."""
-        known = _stored_ids(self.engine, self.site, "Patient")
+        known = stored_ids(self.engine, self.site, "Patient")
         if self.config.scope == "patients":
             listed = _read_ids(Path(self.config.patient_ids_file or ""))
             self.screened = len(listed)
@@ -419,7 +396,7 @@ class RemoteExtraction:
         return _chunks(ids, self.config.patients_per_request)
 
     def _medication_jobs(self) -> list[Job]:
-        stored = _stored_ids(self.engine, self.site, "Medication")
+        stored = stored_ids(self.engine, self.site, "Medication")
         since = self._since("Medication")
         wanted = self.medication_refs | (stored if since is None else set())
         new = sorted(wanted - stored) if since is not None else sorted(wanted)
@@ -635,17 +612,9 @@ class RemoteExtraction:
         return "; ".join(parts)
 
     def _finish(self, run_id: int, *, status: str, message: str) -> None:
-        counts = self.counts.as_dict()
-        for rtype, n in self.totals.fetched.items():
-            counts.setdefault(rtype, {})["fetched"] = n
-        for rtype in self.config.resource_types:
-            counts.setdefault(rtype, {}).setdefault("fetched", 0)
-        with self.engine.begin() as conn:
-            conn.execute(update(ExtractRun).where(ExtractRun.id == run_id).values(
-                finished_at=_utcnow(), status=status,
-                counts_json=orjson.dumps(counts, option=orjson.OPT_SORT_KEYS).decode(),
-                retries=self.client.stats.retries,
-                errors=self.totals.failed + self.counts.quarantined, message=message))
+        finish_run(self.engine, run_id, self.counts, status=status, message=message,
+                   retries=self.client.stats.retries, errors=self.totals.failed,
+                   fetched=self.totals.fetched, types=self.config.resource_types)
 
 
 # --------------------------------------------------------------- concurrency
@@ -707,46 +676,6 @@ def _bodies_key() -> str:
     return f"bodies:{trim.digest if trim else 'all'}"
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _start_run(engine: Engine, site: str, source: str) -> int:
-    with engine.begin() as conn:
-        result = conn.execute(insert(ExtractRun).values(
-            site=site, source=source, mode="rest", started_at=_utcnow(), status="running",
-            counts_json="{}", retries=0, errors=0, message=""))
-        return int(result.inserted_primary_key[0])
-
-
-def _stored_ids(engine: Engine, site: str, rtype: str) -> set[str]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(RawResource.resource_id).where(
-            RawResource.site == site, RawResource.resource_type == rtype,
-            RawResource.deleted.is_(False)))
-        return {r[0] for r in rows}
-
-
-def _load_watermarks(engine: Engine, site: str, mode: str) -> dict[str, str]:
-    with engine.connect() as conn:
-        rows = conn.execute(select(SyncState.resource_type, SyncState.watermark).where(
-            SyncState.site == site, SyncState.mode == mode))
-        return {r[0]: r[1] for r in rows}
-
-
-def _save_watermarks(conn: Any, site: str, mode: str, marks: dict[str, str]) -> None:
-    existing = {r[0] for r in conn.execute(select(SyncState.resource_type).where(
-        SyncState.site == site, SyncState.mode == mode))}
-    for rtype, mark in marks.items():
-        if rtype in existing:
-            conn.execute(update(SyncState).where(
-                SyncState.site == site, SyncState.mode == mode,
-                SyncState.resource_type == rtype).values(watermark=mark, updated_at=_utcnow()))
-        else:
-            conn.execute(insert(SyncState).values(site=site, resource_type=rtype, mode=mode,
-                                                  watermark=mark, updated_at=_utcnow()))
-
-
 def _read_ids(path: Path) -> set[str]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -805,13 +734,9 @@ def extract_remote(engine: Engine, source: str, *, site: str | None = None,
     "patients"), ``page_size``, ``concurrency``, ``rate_limit``, ``overlap_seconds``,
     ``patients_per_request``, ``timeout``, ``detect_deletes``, ``auth`` (an AuthConfig),
     ``retry`` (a RetryConfig), any ``[quirks]`` key; ``screen_terms`` (a ScreenTerms)
-    replaces the CAR-T codes read from mappings/.
+    replaces the CAR-T codes read from mappings/ (``connector.extract.source.RunOptions``).
     """
-    options = dict(options)
-    screen_terms = options.pop("screen_terms", None)
-    config = site_config_for_run(source, site, options)
-    client = FhirClient.for_site(config)
-    try:
-        return RemoteExtraction(engine, config, client, progress, screen_terms).run()
-    finally:
-        client.close()
+    from connector.extract.source import RunOptions, resolve_source
+
+    return resolve_source(source, site, RunOptions.from_keywords(options)).extract(
+        engine, progress)

@@ -1,4 +1,6 @@
-"""Run one extraction: pick the source kind, load into the raw store, record the run."""
+"""A folder extraction: its files into the raw store, a run record per site.
+
+Which kind of source a ``--source`` is, is decided once, in connector/extract/source.py."""
 
 from __future__ import annotations
 
@@ -7,13 +9,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-from sqlalchemy import insert, update
 from sqlalchemy.engine import Engine
 
 from connector.db.engine import load_cache
-from connector.db.models import ExtractRun
 from connector.extract.folder import find_files, load_file, site_of
+from connector.extract.records import finish_run, merge_counts, start_run, utcnow
 from connector.extract.store import RawStore, StoreCounts
 from connector.progress import Progress
 
@@ -29,75 +29,6 @@ class ExtractSummary:
     @property
     def quarantined(self) -> int:
         return self.counts.quarantined
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def source_kind(source: str) -> str:
-    """``url``, ``config`` or ``folder``, from the form of ``--source``."""
-    if source.startswith(("http://", "https://")):
-        return "url"
-    if source.endswith(".toml"):
-        return "config"
-    return "folder"
-
-
-def run_extract(engine: Engine, source: str, *, site: str | None = None,
-                progress: Progress | None = None, **options: object) -> ExtractSummary:
-    """Extract from ``source`` into the raw store of ``engine``."""
-    kind = source_kind(source)
-    bulk = bool(options.pop("bulk", False))
-    loader = options.pop("loader", None)
-    if kind == "folder":
-        if bulk:
-            from connector.fhir.errors import SiteConfigError
-
-            raise SiteConfigError("--bulk needs a FHIR server: --source URL or a site config")
-        return extract_folder(engine, Path(source), site=site, progress=progress,
-                              loader=_loader(loader),
-                              scope=_folder_scope(options.pop("scope", None), loader))
-    if bulk:  # Bulk Data $export (connector.extract.bulk)
-        from connector.extract.bulk import extract_bulk
-
-        return extract_bulk(engine, source, site=site, progress=progress,
-                            loader=_loader(loader), **options)
-    if loader is not None and _loader(loader) != "python":
-        from connector.fhir.errors import SiteConfigError
-
-        raise SiteConfigError("--loader duckdb applies to folder and Bulk export sources")
-    from connector.extract import remote  # the FHIR client stack, imported only when needed
-
-    return remote.extract_remote(engine, source, site=site, progress=progress, **options)
-
-
-LOADERS = ("python", "duckdb")
-
-
-def _loader(value: object) -> str:
-    """``python`` (the default) or ``duckdb``; ``COHORT_LOADER`` sets the default."""
-    import os
-
-    from connector.fhir.errors import SiteConfigError
-
-    name = str(value or os.environ.get("COHORT_LOADER") or "python").strip().lower()
-    if name not in LOADERS:
-        raise SiteConfigError(f"--loader must be one of {', '.join(LOADERS)}")
-    return name
-
-
-def _folder_scope(value: object, loader: object) -> str:
-    """A folder's scope: ``all`` (every patient, the default) or ``cohort`` (the DuckDB
-    loader only: patients with a CAR-T record, screened in SQL)."""
-    from connector.fhir.errors import SiteConfigError
-
-    scope = str(value or "all").strip().lower()
-    if scope not in ("all", "cohort"):
-        raise SiteConfigError("--scope for a folder must be 'all' or 'cohort'")
-    if scope == "cohort" and _loader(loader) != "duckdb":
-        raise SiteConfigError("--scope cohort for a folder needs --loader duckdb")
-    return scope
 
 
 def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
@@ -123,9 +54,9 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
     total_bytes = sum(p.stat().st_size for p in files)
     with progress.task("extract", total=total_bytes, unit="B") as advance:
         for site_name, paths in by_site.items():
-            run_id = _start_run(engine, site_name, str(root))
+            run_id = start_run(engine, site_name, str(root), "folder")
             counts = StoreCounts()
-            loaded_at = _utcnow()  # one load: every file's rows share it (conflict check)
+            loaded_at = utcnow()  # one load: every file's rows share it (conflict check)
             try:
                 cohort = None
                 if scope == "cohort":
@@ -139,10 +70,10 @@ def extract_folder(engine: Engine, root: Path, *, site: str | None = None,
                                               loaded_at=loaded_at)
                     advance(path.stat().st_size)
             except BaseException as exc:
-                _finish_run(engine, run_id, counts, status="failed", message=type(exc).__name__)
+                finish_run(engine, run_id, counts, status="failed", message=type(exc).__name__)
                 raise
-            _finish_run(engine, run_id, counts, status="ok")
-            _merge_counts(summary.counts, counts)
+            finish_run(engine, run_id, counts, status="ok")
+            merge_counts(summary.counts, counts)
             _warn_conflicts(site_name, counts)
     return summary
 
@@ -179,7 +110,7 @@ def _load_one(engine: Engine, path: Path, *, site: str, source: str, counts: Sto
             logging.getLogger(__name__).warning("%s: %s; loading it line by line", path.name,
                                                 exc)
         else:
-            _merge_counts(counts, attempt)
+            merge_counts(counts, attempt)
             return n
     with engine.begin() as conn, load_cache(conn):
         store = RawStore(conn, loaded_at=loaded_at)
@@ -187,26 +118,3 @@ def _load_one(engine: Engine, path: Path, *, site: str, source: str, counts: Sto
         n = load_file(store, path, site=site, source=source)
         store.flush()
     return n
-
-
-def _merge_counts(into: StoreCounts, other: StoreCounts) -> None:
-    for name in StoreCounts.NAMES:
-        getattr(into, name).update(getattr(other, name))
-    into.quarantined += other.quarantined
-
-
-def _start_run(engine: Engine, site: str, source: str, mode: str = "folder") -> int:
-    with engine.begin() as conn:
-        result = conn.execute(insert(ExtractRun).values(
-            site=site, source=source, mode=mode, started_at=_utcnow(), status="running",
-            counts_json="{}", retries=0, errors=0, message=""))
-        return int(result.inserted_primary_key[0])
-
-
-def _finish_run(engine: Engine, run_id: int, counts: StoreCounts, *, status: str,
-                message: str = "", retries: int = 0, errors: int = 0) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(ExtractRun).where(ExtractRun.id == run_id).values(
-            finished_at=_utcnow(), status=status,
-            counts_json=orjson.dumps(counts.as_dict()).decode(),
-            retries=retries, errors=errors + counts.quarantined, message=message))

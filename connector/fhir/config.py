@@ -284,23 +284,6 @@ def config_for_url(url: str, site: str | None = None) -> SiteConfig:
     return SiteConfig(name=site or site_name_for_url(url), base_url=url).validate()
 
 
-def site_config_for_run(source: str, site: str | None, options: dict[str, Any]) -> SiteConfig:
-    """The config of one extraction run: ``source`` is a base URL or a site TOML file.
-
-    REST and bulk extraction accept the same two kinds of source, so they resolve it
-    here alike. ``site`` names the site (for a file, it overrides the file's name);
-    ``options`` are applied with ``with_options`` and are not changed.
-    """
-    options = dict(options)
-    if source.startswith(("http://", "https://")):
-        config = config_for_url(source, site)
-    else:
-        config = load_site_config(source)
-        if site:
-            options["name"] = site
-    return with_options(config, options)
-
-
 def site_name_for_url(url: str) -> str:
     """``127.0.0.1_8080`` for ``http://127.0.0.1:8080/fhir``; the host alone without a port."""
     parts = urlsplit(url)

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from connector.cli import EXIT_LOCKED, app
 from connector.db import get_engine, init_db, models
-from connector.lock import LockHeld, is_locked, lock_path, site_lock, sites_for_source
+from connector.extract.source import sites_for_source
+from connector.lock import LockHeld, is_locked, lock_path, site_lock
 
 T = models.SQLModel.metadata.tables
 ROOT = Path(__file__).resolve().parents[2]

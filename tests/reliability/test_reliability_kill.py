@@ -78,6 +78,47 @@ def test_folder_extract_killed_at_random_moments_then_rerun(folder_reference, tm
     assert not diff(reference, got), diff(reference, got)
 
 
+DUCK_TABLES = (*RAW_TABLES, "raw_code_count", "raw_contact")
+
+
+@pytest.fixture(scope="module")
+def duck_reference(tmp_path_factory):
+    """A synthetic cohort with routine results the DuckDB loader only counts, extracted
+    through DuckDB without interruption: (folder, snapshot)."""
+    folder = tmp_path_factory.mktemp("duck") / "cohort"
+    synthesize(6, 2, 17, folder)
+    rng = random.Random(17)
+    for site in sorted(p for p in folder.iterdir() if p.is_dir()):
+        ids = [orjson.loads(line)["id"] for line in
+               (site / "Patient.ndjson").read_bytes().splitlines() if line.strip()]
+        with (site / "Observation.ndjson").open("ab") as fh:
+            for i in range(1500):
+                fh.write(b"\n" + orjson.dumps({
+                    "resourceType": "Observation", "id": f"hr-{site.name}-{i}",
+                    "status": "final", "subject": {"reference": f"Patient/{rng.choice(ids)}"},
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "effectiveDateTime": f"20{rng.randint(18, 23)}-0{rng.randint(1, 9)}-1{i % 10}",
+                    "valueQuantity": {"value": 70, "unit": "/min"}}))
+    db = tmp_path_factory.mktemp("duck-ref") / "ref.db"
+    run = run_stage(f"sqlite:///{db}", "extract", str(folder), json.dumps({"loader": "duckdb"}))
+    assert run.returncode == 0, run.output
+    return folder, snapshot(pipeline.open_db(f"sqlite:///{db}"), DUCK_TABLES)
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_duckdb_folder_extract_killed_at_random_moments_then_rerun(duck_reference, tmp_path,
+                                                                   seed):
+    """The DuckDB loader's file transactions: a killed load leaves whole files or none, and
+    the rerun gives the raw rows, code counts and contact days of an uninterrupted one."""
+    folder, reference = duck_reference
+    assert reference["raw_code_count"] and reference["raw_contact"]
+    db = tmp_path / "killed.db"
+    _extract_killed_then_rerun(db, str(folder), json.dumps({"loader": "duckdb"}), seed=seed,
+                               total=len(reference["raw_resource"]))
+    got = snapshot(pipeline.open_db(f"sqlite:///{db}"), DUCK_TABLES)
+    assert not diff(reference, got), diff(reference, got)
+
+
 @pytest.fixture(scope="module")
 def rest_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rest") / "cohort"
