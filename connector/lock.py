@@ -19,7 +19,6 @@ with code 4 (``EXIT_LOCKED``), so a scheduler records "skipped", not "failed".
 
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -32,6 +31,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+
+from connector.db.advisory import advisory_key
+from connector.db.clock import utcnow
 
 
 class LockHeld(RuntimeError):
@@ -52,12 +54,6 @@ class LockInfo:
     site: str
     kind: str  # advisory | flock | none
     where: str  # lock file path, or "schema <name>" for PostgreSQL
-
-
-def advisory_key(name: str) -> int:
-    """A signed 64-bit key for PostgreSQL advisory locks, stable across processes."""
-    digest = hashlib.sha256(f"cohort|{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _safe(site: str) -> str:
@@ -116,7 +112,7 @@ def _writable(lock: Path) -> bool:
 
 
 def _holder_text() -> str:
-    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = utcnow().strftime("%Y-%m-%dT%H:%M:%SZ")
     return f"pid {os.getpid()} on {socket.gethostname()} since {started}"
 
 

@@ -42,7 +42,10 @@ from sqlalchemy import Table, delete, func, insert, select, types, union
 from sqlalchemy.engine import Connection, Engine
 
 from connector.db import models
+from connector.db.clock import utcnow
 from connector.db.engine import read_snapshot
+from connector.db.fastinsert import insert_values
+from connector.db.stream import mapping_chunks
 from connector.keys import (
     date_offset,
     is_keyed,
@@ -161,12 +164,6 @@ def column_kinds(name: str) -> dict[str, str]:
     return kinds
 
 
-def unclassified_columns() -> list[str]:
-    """Text columns of merged tables that no policy names (they leave the site empty)."""
-    return [f"{name}.{col}" for name in MERGED_TABLES
-            for col, kind in column_kinds(name).items() if kind == "unclassified"]
-
-
 # ------------------------------------------------------------------ row transforms
 
 
@@ -230,18 +227,7 @@ def sanitize_row(name: str, row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _insert(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
     """Insert rows in the caller's transaction: COPY on PostgreSQL, executemany elsewhere."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table(name)), rows)
-        return
-    quote = conn.dialect.identifier_preparer
-    cols = list(rows[0])
-    sql = (f"COPY {quote.format_table(table(name))} "
-           f"({', '.join(quote.quote(c) for c in cols)}) FROM STDIN")
-    with conn.connection.driver_connection.cursor() as cur, cur.copy(sql) as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in cols])
+    insert_values(conn, table(name), rows)
 
 
 # ------------------------------------------------------------------------ planning
@@ -379,10 +365,7 @@ def _check_target(conn: Connection, site: str) -> None:
 
 def _rows(conn: Connection, name: str, site: str) -> Iterator[list[Mapping[str, Any]]]:
     t = table(name)
-    result = conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
-        select(t).where(t.c.site == site).order_by(t.c.id))
-    for part in result.mappings().partitions(CHUNK):
-        yield list(part)
+    yield from mapping_chunks(conn, select(t).where(t.c.site == site).order_by(t.c.id), CHUNK)
 
 
 def copy_site(plan: SitePlan, target: Engine, progress: Progress | None = None) -> SiteMerge:
@@ -397,7 +380,7 @@ def copy_site(plan: SitePlan, target: Engine, progress: Progress | None = None) 
             replaced[name] = dst.execute(delete(t).where(t.c.site == plan.site)).rowcount
         site_t = table("site")
         dst.execute(delete(site_t).where(site_t.c.name == plan.site))
-        now = dt.datetime.now(dt.UTC)
+        now = utcnow()
         dst.execute(insert(site_t).values(
             name=plan.site, loaded_at=plan.loaded_at or now, pseudonymized=True,
             key_fingerprint=plan.key_fingerprint, date_shift_days=plan.date_shift_days,

@@ -19,13 +19,12 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
-from functools import partial
-from itertools import chain, count, groupby
+from itertools import groupby
 from multiprocessing import get_context
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from sqlalchemy import Date, Select, delete, func, insert, select, tuple_
+from sqlalchemy import Date, Select, delete, func, select, tuple_
 from sqlalchemy.engine import Connection, Dialect, Engine
 
 from connector.cohort.baseline import derive_baseline
@@ -41,6 +40,7 @@ from connector.cohort.model import (
     Procedure,
 )
 from connector.cohort.rules import Rules, load_rules
+from connector.db.fastinsert import insert_rows
 from connector.db.models import (
     CohortPatient,
     LabResult,
@@ -50,6 +50,7 @@ from connector.db.models import (
     ProcedureEvent,
     TherapyLine,
 )
+from connector.db.stream import driver_rows
 from connector.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,11 @@ log = logging.getLogger(__name__)
 FETCH_ROWS = 5_000  # rows a cursor fetches at a time
 WRITE_ROWS = 2_000  # derived rows sent to the database at a time
 MAX_WORKERS = 2  # derive worker processes at most
-PARALLEL_MIN_PATIENTS = 2_000  # fewer patients are derived in-process (workers cost ~1 s)
+PARALLEL_MIN_PATIENTS = 2_000  # fewer patients are derived in-process (starting workers costs)
 CHUNK_PATIENTS = 500  # patients per worker task
 
 _Key = tuple[str, str]  # (site, patient source id)
 _Bounds = tuple[_Key | None, _Key | None]  # keys >= first and < second; None = open
-_CURSOR_IDS = count()  # names of server-side cursors, unique in the transaction
 EXPOSURES, PROCEDURES, LABS, LATEST = "exposures", "procedures", "labs", "latest_labs"
 
 
@@ -155,26 +155,17 @@ def _grouped(conn: Connection, stmt: Select) -> Generator[tuple[_Key, list], Non
     ordered by them) as one list of plain tuples per patient.
 
     Read with the driver's own cursor, ``FETCH_ROWS`` at a time, rather than as
-    SQLAlchemy rows: at millions of rows their handling was a fifth of the load.
+    SQLAlchemy rows, whose handling costs more than the read at millions of rows
+    (``connector.db.stream.driver_rows``).
     Dates come as the driver gives them (``_date_reader`` converts them). PostgreSQL
     gets a server-side cursor, so no table is ever held whole; SQLite reads lazily.
     """
-    dialect = conn.dialect
-    state = stmt.compile(dialect=dialect).construct_expanded_state()
-    params = (state.positional_parameters if state.positiontup is not None
-              else state.parameters)
-    driver = conn.connection.dbapi_connection
-    if driver is None:
-        raise RuntimeError("the connection is closed")
-    cursor = (driver.cursor(name=f"derive_{os.getpid()}_{next(_CURSOR_IDS)}")  # type: ignore[call-arg]
-              if dialect.name == "postgresql" else driver.cursor())
+    rows = driver_rows(conn, stmt, fetch=FETCH_ROWS, name="derive")
     try:
-        cursor.execute(state.statement, params)
-        rows = chain.from_iterable(iter(partial(cursor.fetchmany, FETCH_ROWS), []))
         for key, group in groupby(rows, key=itemgetter(0, 1)):
             yield key, list(group)
     finally:
-        cursor.close()
+        rows.close()
 
 
 def _in_bounds(site_col, patient_col, bounds: _Bounds | None):  # noqa: ANN001, ANN202
@@ -293,10 +284,10 @@ def iter_timelines(conn: Connection, site: str | None = None,
 
     Each normalized table is read once, ordered by (site, patient), and the streams
     are walked together patient by patient, so only the patient being yielded is in
-    memory (at 10,000 patients holding every timeline took 800 MB). With ``rules``,
+    memory (holding every timeline grows with the site; docs/benchmarks.md). With ``rules``,
     labs of an analyte no rule reads (haemoglobin, creatinine...) are loaded as one
     dateless-value record per patient and analyte on its latest day: they only ever
-    set the last contact, and they were a third of the rows to load.
+    set the last contact, and they are many of the rows to load.
     """
     orphans: Counter[str] = Counter()
     yield from _walk(conn, site, rules, None, orphans)
@@ -374,10 +365,8 @@ class _Derived:
 
     def write(self, conn: Connection) -> None:
         """Send the pending rows (one executemany per table) and forget them."""
-        if self.patient_rows:
-            conn.execute(insert(CohortPatient), self.patient_rows)
-        if self.line_rows:
-            conn.execute(insert(TherapyLine), self.line_rows)
+        insert_rows(conn, CohortPatient, self.patient_rows)
+        insert_rows(conn, TherapyLine, self.line_rows)
         self.patient_rows, self.line_rows = [], []
 
     def summary(self) -> DeriveSummary:

@@ -87,8 +87,8 @@ def load_cache(conn: Connection) -> Iterator[None]:
     """A large SQLite page cache on ``conn`` while a file is loaded, then back to the default.
 
     A load inserts into the raw store's unique index at random places; with the
-    index's upper levels cached that is CPU work rather than page reads (−12% of a
-    1M-resource load). Afterwards the cache is shrunk again, so the map stage's
+    index's upper levels cached that is CPU work rather than page reads (measured in
+    docs/benchmarks.md). Afterwards the cache is shrunk again, so the map stage's
     worker processes do not sit beside a process holding its pages.
     """
     if conn.dialect.name != "sqlite":

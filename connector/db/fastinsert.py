@@ -1,4 +1,10 @@
-"""Batch inserts at the driver's speed (``COPY`` on PostgreSQL).
+"""Batch inserts at the driver's speed (``COPY`` on PostgreSQL): the one fast-insert path.
+
+Every stage that writes many rows comes through here: ``insert_rows`` for dicts of a
+model's columns (map, derive), ``insert_values`` for rows whose keys are the columns to
+write, ids included (merge), ``copy_rows`` for plain value rows into any table (the OMOP
+export), and ``insert_sql`` + ``bind_value`` for a writer that builds its own tuples
+(the raw store).
 
 ``conn.execute(insert(Model), rows)`` makes SQLAlchemy process every parameter of
 every row in Python, which costs as much as the database's own work for the
@@ -9,7 +15,7 @@ type has one, and the rows go to the driver's ``executemany`` as plain tuples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import insert
@@ -38,32 +44,67 @@ def insert_rows(conn: Connection, model: type, rows: Sequence[dict[str, Any]],
             conn.execute(insert(table), list(rows[start:start + batch_size]))
         return
     sql, columns = plan
-    if _copy_rows(conn, table, columns, rows):
+    if copy_rows(conn, table, [name for name, _, _ in columns],
+                 (_row(row, columns) for row in rows)) is not None:
         return
     for start in range(0, len(rows), batch_size):
         conn.exec_driver_sql(sql, [_row(row, columns) for row in rows[start:start + batch_size]])
 
 
-def _copy_rows(conn: Connection, table: Table,
-               columns: list[tuple[str, Any, Callable | None]],
-               rows: Sequence[dict[str, Any]]) -> bool:
-    """PostgreSQL through psycopg 3: stream the rows with ``COPY … FROM STDIN``.
+def insert_values(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` as given (the first row's keys name the columns, ids included)."""
+    if not rows:
+        return
+    names = list(rows[0])
+    if copy_rows(conn, table, names, ([row[c] for c in names] for row in rows)) is None:
+        conn.execute(insert(table), list(rows))
+
+
+def can_copy(conn: Connection) -> bool:
+    """True on PostgreSQL through psycopg 3, the one driver ``copy_rows`` streams with."""
+    return conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+
+
+def copy_rows(conn: Connection, table: Table | str, columns: Sequence[str],
+              rows: Iterable[Sequence[Any]]) -> int | None:
+    """PostgreSQL through psycopg 3: stream value rows with ``COPY … FROM STDIN``.
 
     COPY skips the per-statement work of ``executemany`` (parse, plan, one round trip per
     batch) and is how PostgreSQL takes bulk rows. It runs on the same DBAPI connection, so
-    inside the caller's transaction: a failure rolls back with everything else. False
-    when the database is not PostgreSQL on psycopg 3 (the caller inserts instead)."""
-    dialect = conn.dialect
-    if dialect.name != "postgresql" or dialect.driver != "psycopg":
-        return False
-    prep = dialect.identifier_preparer
-    sql = (f"COPY {prep.format_table(table)} "  # noqa: S608 (names from the model)
-           f"({', '.join(prep.quote(name) for name, _, _ in columns)}) FROM STDIN")
+    inside the caller's transaction: a failure rolls back with everything else. Returns
+    the rows written; None when the database is not PostgreSQL on psycopg 3 (the caller
+    inserts instead). Values go to the driver as they are (no bind processing).
+    """
+    if not can_copy(conn):
+        return None
+    prep = conn.dialect.identifier_preparer
+    target = prep.format_table(table) if isinstance(table, Table) else prep.quote(table)
+    sql = (f"COPY {target} "  # noqa: S608 (names from the model or the CDM DDL)
+           f"({', '.join(prep.quote(name) for name in columns)}) FROM STDIN")
+    written = 0
     raw = conn.connection.driver_connection
     with raw.cursor() as cursor, cursor.copy(sql) as copy:
         for row in rows:
-            copy.write_row(_row(row, columns))
-    return True
+            copy.write_row(row)
+            written += 1
+    return written
+
+
+def insert_sql(dialect: Dialect, table: Table, columns: Sequence[str]) -> str | None:
+    """``INSERT`` of ``columns`` in the driver's parameter style (None: a style not known)."""
+    mark = PLACEHOLDERS.get(dialect.paramstyle)
+    if mark is None:
+        return None
+    prep = dialect.identifier_preparer
+    return (f"INSERT INTO {prep.format_table(table)} "  # noqa: S608 (names from the model)
+            f"({', '.join(prep.quote(name) for name in columns)}) "
+            f"VALUES ({', '.join([mark] * len(columns))})")
+
+
+def bind_value(dialect: Dialect, table: Table, column: str, value: Any) -> Any:
+    """``value`` as the driver expects it for ``column`` (the column type's bind processor)."""
+    process = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
+    return process(value) if process is not None and value is not None else value
 
 
 def _row(row: dict[str, Any], columns: list[tuple[str, Any, Callable | None]]) -> tuple:
@@ -90,8 +131,7 @@ def _plan(dialect: Dialect, table: Table
 
 def _build_plan(dialect: Dialect, table: Table
                 ) -> tuple[str, list[tuple[str, Any, Callable | None]]] | None:
-    mark = PLACEHOLDERS.get(dialect.paramstyle)
-    if mark is None:
+    if dialect.paramstyle not in PLACEHOLDERS:
         return None
     columns: list[tuple[str, Any, Callable | None]] = []
     for column in table.columns:
@@ -103,11 +143,8 @@ def _build_plan(dialect: Dialect, table: Table
             return None
         process = column.type.dialect_impl(dialect).bind_processor(dialect)
         columns.append((column.name, default, process))
-    prep = dialect.identifier_preparer
-    sql = (f"INSERT INTO {prep.format_table(table)} "  # noqa: S608 (names from the model)
-           f"({', '.join(prep.quote(name) for name, _, _ in columns)}) "
-           f"VALUES ({', '.join([mark] * len(columns))})")
-    return sql, columns
+    sql = insert_sql(dialect, table, [name for name, _, _ in columns])
+    return (sql, columns) if sql is not None else None
 
 
 def _scalar_default(column: Column) -> Any:

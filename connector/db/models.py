@@ -22,10 +22,7 @@ import datetime as dt
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
+from connector.db.clock import utcnow as _utcnow
 
 # --------------------------------------------------------------------------- raw
 

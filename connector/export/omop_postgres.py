@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import pyarrow as pa
 from sqlalchemy.engine import Engine
 
+from connector.db.fastinsert import copy_rows
 from connector.export.base import ExportWriter
 from connector.export.omop_ddl import create_table_sql
 
@@ -28,17 +29,15 @@ class PostgresWriter(ExportWriter):
 
     def write_table(self, name: str, schema: pa.Schema,
                     batches: Iterable[pa.RecordBatch]) -> int:
-        raw = self.conn.connection.driver_connection
-        with raw.cursor() as cur:
+        with self.conn.connection.driver_connection.cursor() as cur:
             cur.execute(f'DROP TABLE IF EXISTS "{name}" CASCADE')
             cur.execute(create_table_sql(name))
-            columns = ", ".join(f'"{field.name}"' for field in schema)
-            rows = 0
-            with cur.copy(f'COPY "{name}" ({columns}) FROM STDIN') as copy:
-                for batch in batches:
-                    for row in batch.to_pylist():
-                        copy.write_row([row[field.name] for field in schema])
-                        rows += 1
+        names = [field.name for field in schema]
+        rows = copy_rows(self.conn, name, names, ([row[c] for c in names]
+                                                  for batch in batches
+                                                  for row in batch.to_pylist()))
+        if rows is None:
+            raise ValueError("--into needs PostgreSQL through psycopg 3 (COPY)")
         self.tables.append(name)
         return rows
 

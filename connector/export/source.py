@@ -24,6 +24,7 @@ from sqlalchemy import select, types
 from sqlalchemy.engine import Connection, Engine
 
 from connector.db.engine import read_snapshot
+from connector.db.stream import mapping_chunks
 from connector.merge import (
     CHUNK,
     MERGED_TABLES,
@@ -102,9 +103,8 @@ class ExportSource:
         """Pseudonymized rows of ``name`` (every column as merge writes it), in chunks."""
         t = table(name)
         for plan in self.plans:
-            result = self.conn.execution_options(stream_results=True, yield_per=CHUNK).execute(
-                select(t).where(t.c.site == plan.site).order_by(t.c.id))
-            for part in result.mappings().partitions(CHUNK):
+            stmt = select(t).where(t.c.site == plan.site).order_by(t.c.id)
+            for part in mapping_chunks(self.conn, stmt, CHUNK):
                 yield [sanitize_row(name, r) if plan.pseudonymized
                        else pseudonymize_row(name, r, plan.keys) for r in part]
 

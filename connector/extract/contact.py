@@ -15,13 +15,13 @@ the source leaves its day behind, a small, conservative error for a censoring da
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
+from connector.db.clock import utcnow
 from connector.db.models import RawContact
 
 #: Where an Observation carries its clinical day (the latest found counts).
@@ -53,7 +53,7 @@ def contact_of(resource: dict[str, Any], today: str) -> tuple[str, str] | None:
 
 
 def today_text() -> str:
-    return dt.datetime.now(dt.UTC).date().isoformat()
+    return utcnow().date().isoformat()
 
 
 def merge_day(book: dict[tuple[str, str], str], site: str, ref: str, day: str) -> None:

@@ -13,14 +13,15 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Dialect
 
 from connector.codes.labfilter import ObservationTrim, default_trim
-from connector.db.fastinsert import PLACEHOLDERS
+from connector.db.clock import utcnow as _utcnow
+from connector.db.fastinsert import PLACEHOLDERS, bind_value, insert_sql
 from connector.db.models import Quarantine, RawResource
 from connector.extract.checks import (
     ABSOLUTE_REFERENCE,
@@ -50,10 +51,6 @@ _ID_CHUNK = 500  # ids per existence query (well under every driver's parameter 
 
 def content_hash(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _version_key(version_id: str | None, last_updated: str | None) -> tuple[int, Any]:
@@ -245,9 +242,15 @@ def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
     )
 
 
-#: A stored row as the batch writer compares it: (versionId, lastUpdated, hash, deleted,
-#: trimmed, written earlier in this load).
-_Stored = tuple[str | None, str | None, str, bool, str | None, bool]
+class _Stored(NamedTuple):
+    """A stored row as the batch writer compares it with a new copy of the resource."""
+
+    version_id: str | None
+    last_updated: str | None
+    content_hash: str
+    deleted: bool
+    trimmed: str | None  # the trim digest when stored as its code only
+    this_load: bool  # written earlier in this same load
 
 #: ``RawStore(trim=DEFAULT)``: the filter of the current mappings/ (connector.codes.labfilter).
 DEFAULT: Any = object()
@@ -393,13 +396,14 @@ class RawStore:
         for (site, rtype), ids in by_kind.items():
             for start in range(0, len(ids), _ID_CHUNK):
                 chunk = ids[start:start + _ID_CHUNK]
-                # driver-level SQL: building the statement in SQLAlchemy cost more than
-                # the lookup itself (2 ms a batch)
+                # driver-level SQL: building the statement in SQLAlchemy costs more than
+                # the lookup itself
                 rows = self.conn.exec_driver_sql(_lookup_sql(self.conn.dialect, len(chunk)),
                                                  (self._load_mark(), site, rtype, *chunk))
-                for row in rows:
-                    existing[(site, rtype, row[0])] = (row[1], row[2], row[3], bool(row[4]),
-                                                       row[5], bool(row[6]))
+                for rid, version, updated, digest, deleted, trimmed, this_load in rows:
+                    existing[(site, rtype, rid)] = _Stored(version, updated, digest,
+                                                           bool(deleted), trimmed,
+                                                           bool(this_load))
         return existing
 
     def _load_mark(self) -> Any:
@@ -426,7 +430,7 @@ class RawStore:
         """Insert new rows with one driver-level ``executemany``.
 
         SQLAlchemy's own executemany processes every parameter of every row in
-        Python (a third of the load's time); here the constant values (load time,
+        Python (much of the load's time); here the constant values (load time,
         flags) are converted once with the column types' own processors and the
         rows go to the driver as plain tuples.
         """
@@ -459,22 +463,23 @@ class RawStore:
             if old is None:
                 inserts.append(item)
                 self.counts.new[item.rtype] += 1
-            elif old[5] and old[2] != item.digest:  # written earlier in this same load
-                if self._conflict(item, (old[0], old[1]),
+            elif old.this_load and old.content_hash != item.digest:
+                if self._conflict(item, (old.version_id, old.last_updated),
                                   lambda item=item: self._stored_body(item)):
                     updates.append(self._values(item))
                     self.counts.updated[item.rtype] += 1
                 else:
                     self.counts.older[item.rtype] += 1
-            elif old[2] == item.digest and old[3] == item.deleted:
-                if old[4] is not None and item.trimmed is None:  # trimmed before, wanted now
+            elif old.content_hash == item.digest and old.deleted == item.deleted:
+                if old.trimmed is not None and item.trimmed is None:  # trimmed, wanted now
                     updates.append(self._values(item))
                     self.counts.updated[item.rtype] += 1
                     continue
                 self.counts.unchanged[item.rtype] += 1
-                if old[4] is not None and old[4] != item.trimmed:
+                if old.trimmed is not None and old.trimmed != item.trimmed:
                     retrimmed.append(item)  # still unused under the new code sets
-            elif is_newer((item.version_id, item.last_updated), (old[0], old[1])):
+            elif is_newer((item.version_id, item.last_updated),
+                          (old.version_id, old.last_updated)):
                 updates.append(self._values(item))
                 self.counts.updated[item.rtype] += 1
             else:
@@ -537,18 +542,9 @@ def _insert_plan(dialect: Dialect, fetched_at: dt.datetime
                  ) -> tuple[str, Any, dict[bool, Any]]:
     """(INSERT statement in the driver's parameter style, load time, deleted flags) as the
     driver expects them, converted by the same column types SQLAlchemy would use."""
-    mark = PLACEHOLDERS.get(dialect.paramstyle)
-    if mark is None:
-        raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
     table = RawResource.__table__
-    prep = dialect.identifier_preparer
-    sql = (f"INSERT INTO {prep.format_table(table)} "  # noqa: S608 (names from the model)
-           f"({', '.join(prep.quote(c) for c in _INSERT_COLUMNS)}) "
-           f"VALUES ({', '.join([mark] * len(_INSERT_COLUMNS))})")
-
-    def convert(column: str, value: Any) -> Any:
-        process = table.c[column].type.dialect_impl(dialect).bind_processor(dialect)
-        return process(value) if process else value
-
-    return sql, convert("fetched_at", fetched_at), {
-        flag: convert("deleted", flag) for flag in (False, True)}
+    sql = insert_sql(dialect, table, _INSERT_COLUMNS)
+    if sql is None:
+        raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
+    return sql, bind_value(dialect, table, "fetched_at", fetched_at), {
+        flag: bind_value(dialect, table, "deleted", flag) for flag in (False, True)}

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from connector.codes.codesets import CodeSets, load_codesets
 from connector.codes.labfilter import ObservationTrim, lab_filter_digest
+from connector.db.clock import utcnow
 from connector.db.fastinsert import insert_rows
 from connector.db.models import (
     ConditionRecord,
@@ -160,7 +161,7 @@ def map_site(engine: Engine, site: str, *, codesets: CodeSets, secret: bytes | N
         clear_site_rows(conn, site)
         mapper = SiteMapper(codesets, site, secret=secret, today=today or dt.date.today(),
                             validate_many=validate_many)
-        now = dt.datetime.now(dt.UTC)
+        now = utcnow()
         read = 0
         for types in (FIRST_PASS, EVENT_TYPES):
             for row in iter_raw(conn, site, types):

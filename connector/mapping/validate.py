@@ -66,8 +66,8 @@ def r4b_problem(resource_type: str, resource: dict, body: str | None = None) -> 
     """Why ``resource`` is not valid R4B, or None when it is.
 
     ``body``, the resource's JSON text when known, is validated first: pydantic reads
-    it ~20% faster than the parsed dict, and nearly every kept resource is valid. Any
-    error sends the dict through the full path below, so verdicts do not depend on it.
+    it faster than the parsed dict (docs/benchmarks.md), and nearly every kept resource
+    is valid. Any error sends the dict through the full path below, so verdicts do not depend on it.
     """
     model = _model(resource_type)
     if body is not None:

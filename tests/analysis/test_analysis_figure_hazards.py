@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from demo_cohort import demo_frames
 from lifelines import CoxPHFitter
 
 from connector.analysis import analyze_frames
-from connector.analysis.demo import demo_frames
 
 
 def _lifelines_hr(frame: pd.DataFrame, duration: str, flag: str) -> tuple[float, float, float]:

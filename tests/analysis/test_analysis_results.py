@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+from demo_cohort import demo_frames
 
 from connector.analysis import (
     AnalysisSettings,
@@ -16,7 +17,6 @@ from connector.analysis import (
     load_cohort,
     run_analysis,
 )
-from connector.analysis.demo import demo_frames
 from connector.analysis.settings import DAYS_PER_MONTH
 from connector.report import results_text
 

@@ -136,7 +136,7 @@ def test_full_run_drops_derived_rows_of_vanished_patients(loaded):
 
 
 def test_compare_with_truth_reports_each_disagreement(loaded):
-    from connector.cohort.truth import compare_with_truth
+    from truth_compare import compare_with_truth
 
     run_derive(loaded)
     line1 = {"line": 1, "start_date": "2022-08-08", "end_date": "2022-12-26",

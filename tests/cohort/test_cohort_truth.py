@@ -26,8 +26,9 @@ def _stages_ready() -> str | None:
 
 
 def _derive_and_compare(src: Path, db_path: Path):  # noqa: ANN202
+    from truth_compare import compare_with_truth
+
     from connector.cohort import run_derive
-    from connector.cohort.truth import compare_with_truth
     from connector.extract import run_extract
     from connector.mapping import run_map
 

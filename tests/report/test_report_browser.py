@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from demo_cohort import demo_frames
 
 from connector.analysis import analyze_frames
-from connector.analysis.demo import demo_frames
 from connector.report import write_report
 
 CHROMIUM = Path(os.environ.get("COHORT_TEST_CHROMIUM", "/usr/bin/chromium"))

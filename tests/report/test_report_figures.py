@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from demo_cohort import demo_frames
 from PIL import Image as PILImage
 
 from connector.analysis import analyze_frames
-from connector.analysis.demo import demo_frames
 from connector.report import write_report
 from connector.report.figure import PNG_DPI
 from connector.report.km import AT_RISK_TITLE, Curve, at_risk, km_figure, stop_time

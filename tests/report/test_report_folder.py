@@ -9,9 +9,9 @@ import re
 
 import pandas as pd
 import pytest
+from demo_cohort import demo_frames
 
 from connector.analysis import analyze_frames
-from connector.analysis.demo import demo_frames
 from connector.report import Section, write_report
 
 PATIENTS_HEADER = ("site,source_id,patient_key,birth_year,sex,index_product,index_date,"

@@ -9,9 +9,9 @@ from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
+from demo_cohort import demo_frames
 
 from connector.analysis import analyze_frames
-from connector.analysis.demo import demo_frames
 from connector.report import write_report
 from connector.report.labels import SNAKE, plural, prose, site_name
 

@@ -101,7 +101,7 @@ def _known(rev: str) -> bool:
 def _serialize(conn: Connection) -> None:
     """Take the database-wide migration lock inside the current transaction."""
     if conn.dialect.name == "postgresql":
-        from connector.lock import advisory_key
+        from connector.db.advisory import advisory_key
 
         schema = conn.execute(text("SELECT current_schema()")).scalar() or "public"
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
