@@ -31,35 +31,44 @@ without a server (the benchmark's entry point).
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
-import re
 import shutil
-import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
 
-from connector.codes.labfilter import default_trim
 from connector.db.engine import load_cache
-from connector.db.models import BulkFile, BulkJob, RawCodeCount
-from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
+from connector.db.models import BulkFile, BulkJob
+from connector.extract.bulk_jobs import (
+    BulkSettings,
+    complete_file,
+    default_work_dir,
+    export_request,
+    file_name,
+    hydrate_medications,
+    poll_display,
+    request_key,
+    safe_name,
+    with_since,
+)
+from connector.extract.bulk_load import (
+    MODE,
+    Corrupt,
+    drop_other_code_counts,
+    load_export_duck,
+    load_export_file,
+    load_ndjson_export,
+)
 from connector.extract.records import (
     finish_run,
     load_watermark,
     merge_counts,
-    referenced_medications,
     save_watermarks,
     start_run,
-    stored_ids,
     utcnow,
 )
 from connector.extract.run import ExtractSummary
@@ -71,9 +80,8 @@ from connector.fhir.bulk import (
     BulkTimeout,
     ExportRequest,
     Manifest,
-    PollPolicy,
 )
-from connector.fhir.client import FhirClient, outcome_text, to_instant
+from connector.fhir.client import FhirClient, to_instant
 from connector.fhir.config import SiteConfig
 from connector.fhir.errors import FhirSourceError, SiteConfigError
 from connector.progress import Progress
@@ -81,39 +89,12 @@ from connector.progress import Progress
 log = logging.getLogger(__name__)
 
 OPEN_STATES = ("kickoff", "polling", "downloading", "loaded")
-MODE = "bulk"
-#: Resource types outside the Patient compartment: not asked of Patient/Group exports.
-NON_COMPARTMENT = frozenset({"Medication"})
-MEDICATION_BATCH = 50
-_SEVERITY_ORDER = ("fatal", "error", "warning", "information")
-
-
-@dataclass
-class BulkSettings:
-    """Everything about one bulk run that the site config does not hold."""
-
-    level: str | None = None  # system | patient | group; None = choose (see module doc)
-    group_id: str | None = None
-    since: str | None = None  # explicit _since; "full" = a full export whatever the watermark
-    type_filters: tuple[str, ...] = ()
-    method: str = "GET"
-    partial_manifests: bool = False
-    work_dir: Path | None = None
-    keep_files: bool = False
-    hydrate: bool = True
-    poll: PollPolicy = field(default_factory=PollPolicy)
-    #: "duckdb": full exports' resource files go through connector/extract/duck.py
-    loader: str = "python"
 
 
 class _CountMismatch(Exception):
     def __init__(self, lines: int) -> None:
         super().__init__(lines)
         self.lines = lines
-
-
-class _Corrupt(Exception):
-    """A downloaded file cannot be read to its end (a gzip stream cut short)."""
 
 
 # ------------------------------------------------------------------- the run
@@ -179,7 +160,7 @@ class BulkExtraction:
                             "(files already loaded are not loaded twice)", job.id, exc)
                 self._update(job, state="abandoned", message=str(exc)[:500])
                 self._remove_dir(job)
-                job = self._new_job(_replace_since(request, job.since), run_id)
+                job = self._new_job(with_since(request, job.since), run_id)
             except BulkExportError as exc:
                 # the server failed the job (or its files are unreadable): the next run
                 # starts a new export instead of polling this one again
@@ -191,34 +172,9 @@ class BulkExtraction:
     # -- the request -------------------------------------------------------------
 
     def _request(self) -> ExportRequest:
-        s = self.settings
-        level = s.level or ("group" if s.group_id else None)
-        if level == "group" and not s.group_id:
-            raise SiteConfigError("a Group export needs the group's id (--group ID)")
-        if s.group_id and level != "group":
-            raise SiteConfigError(f"--group applies to a Group export, not a {level}-level one")
-        if level is None:
-            levels = self.bulk.export_levels()
-            if levels is None or "system" in levels:
-                level = "system"
-            elif "patient" in levels:
-                level = "patient"
-            else:
-                self.bulk.check_level("system")
-        else:
-            self.bulk.check_level(level)
-        assert level is not None
-        self.level = level
-        self.types = types = tuple(t for t in self.config.resource_types
-                      if level == "system" or t not in NON_COMPARTMENT)
-        filters = list(s.type_filters)
-        for category in self.config.quirks.observation_categories:
-            if "Observation" in types:
-                filters.append(f"Observation?category={category}")
-        request = ExportRequest(level=level, group_id=s.group_id, types=types,
-                                type_filters=tuple(filters), method=s.method,
-                                partial_manifests=s.partial_manifests)
-        return _replace_since(request, self._since(request))
+        request = export_request(self.bulk, self.config, self.settings)
+        self.level, self.types = request.level, request.types
+        return with_since(request, self._since(request))
 
     def _since(self, request: ExportRequest) -> str | None:
         explicit = self.settings.since
@@ -291,7 +247,7 @@ class BulkExtraction:
 
     def _advance(self, job: BulkJob) -> None:
         if job.state == "kickoff":
-            request = self._requests.get(job.id) or _replace_since(self._request(), job.since)
+            request = self._requests.get(job.id) or with_since(self._request(), job.since)
             status_url = self.bulk.kickoff(request)
             self._update(job, status_url=status_url, state="polling",
                          kickoff_params=orjson.dumps(request.params()).decode())
@@ -313,7 +269,8 @@ class BulkExtraction:
                 with self.engine.begin() as conn:  # this full export's counts replace older ones
                     drop_other_code_counts(conn, self.site, f"$export job {job.id} ")
             if self.settings.hydrate and "Medication" not in self.types:
-                self._hydrate()
+                self.hydrated += hydrate_medications(self.engine, self.client, self.config,
+                                                     self.counts)
             if job.status_url:
                 self.bulk.delete(job.status_url)
             if job.transaction_time:
@@ -323,7 +280,7 @@ class BulkExtraction:
             self._remove_dir(job)
 
     def _wait(self, job: BulkJob, url: str) -> Manifest:
-        with _poll_display(self.progress) as show:
+        with poll_display(self.progress) as show:
             def early_files(manifest: Manifest) -> None:
                 show("downloading the files listed so far")
                 self._take(job, manifest, partial=True)
@@ -372,8 +329,8 @@ class BulkExtraction:
         means a bad download: the file is fetched again (three downloads at most). The
         same differing count twice means the server's count is off: loaded as it is.
         """
-        dest = self._job_dir(job) / _file_name(f)
-        path = _complete_file(dest)
+        dest = self._job_dir(job) / file_name(f)
+        path = complete_file(dest)
         if path is not None:
             size = path.stat().st_size
             log.info("%s file: loading the copy a previous run downloaded", f.resource_type)
@@ -393,7 +350,7 @@ class BulkExtraction:
                     continue
                 previous = exc.lines
                 why = f"{exc.lines} lines where the manifest says {expect}"
-            except _Corrupt:
+            except Corrupt:
                 why = "the gzip stream is cut short"
             if downloads >= 3:
                 raise BulkExportError(f"the {f.resource_type or f.kind} file of the export "
@@ -420,7 +377,7 @@ class BulkExtraction:
         changed resources must replace stored ones one by one."""
         if self.settings.loader != "duckdb" or job.since or f.kind != "output":
             return None
-        return f"$export job {job.id} {_file_name(f)}"
+        return f"$export job {job.id} {file_name(f)}"
 
     def _load(self, f: BulkFile, path: Path, *, expect: int | None, size: int,
               duck_key: str | None = None) -> int:
@@ -448,42 +405,11 @@ class BulkExtraction:
         return n
 
     def _job_dir(self, job: BulkJob) -> Path:
-        return self.work_root / _safe(self.site) / f"job-{job.id}"
+        return self.work_root / safe_name(self.site) / f"job-{job.id}"
 
     def _remove_dir(self, job: BulkJob) -> None:
         if not self.settings.keep_files:
             shutil.rmtree(self._job_dir(job), ignore_errors=True)
-
-    # -- Medication references ---------------------------------------------------
-
-    def _hydrate(self) -> None:
-        """Fetch by id the Medications that stored administrations reference and lack."""
-        if "Medication" not in self.config.resource_types:
-            return
-        wanted = referenced_medications(self.engine, self.site, self.config.base_url)
-        missing = sorted(wanted - stored_ids(self.engine, self.site, "Medication"))
-        if not missing:
-            return
-        caps = self.client.capabilities()
-        if not caps.searchable("Medication"):
-            log.warning("%d referenced Medication resources are missing and the server "
-                        "offers no Medication search", len(missing))
-            return
-        for start in range(0, len(missing), MEDICATION_BATCH):
-            batch = missing[start:start + MEDICATION_BATCH]
-            for page in self.client.search("Medication", [("_id", ",".join(batch))]):
-                counts = StoreCounts()
-                with self.engine.begin() as conn:
-                    store = RawStore(conn)
-                    store.counts = counts
-                    store.base = self.config.base_url
-                    for resource in page.resources:
-                        store.add(resource, site=self.site, source="Medication?_id")
-                    store.flush()
-                merge_counts(self.counts, counts)
-                self.hydrated += len(page.resources)
-        log.info("fetched %d of %d referenced Medication resources the export lacked",
-                 self.hydrated, len(missing))
 
     # -- run record ----------------------------------------------------------------
 
@@ -506,235 +432,6 @@ class BulkExtraction:
         stats = self.client.stats
         parts.append(f"{stats.requests} requests, {stats.retries} retries")
         return "; ".join(parts)
-
-
-# ------------------------------------------------------------------ loading
-
-
-def load_export_file(store: RawStore, path: Path, *, kind: str, site: str, source: str,
-                     outcomes: Counter | None = None) -> int:
-    """Feed one downloaded export file into ``store``; returns its number of lines.
-
-    ``output``: resources. ``error``: OperationOutcomes, each kept in quarantine with
-    its severity and text. ``deleted``: Bundles whose DELETE entries mark stored
-    resources deleted. Raises ``_Corrupt`` when a gzip file ends early.
-    """
-    n = 0
-    try:
-        for line in iter_lines(path):
-            n += 1
-            if kind == "output":
-                store.add_raw(line, site=site, source=source)
-            elif kind == "error":
-                _add_outcome(store, line, site=site, source=source, outcomes=outcomes)
-            else:
-                _add_deleted(store, line, site=site, source=source)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise _Corrupt(str(exc)) from None
-    return n
-
-
-def load_export_duck(store: RawStore, path: Path, *, site: str, source: str,
-                     file_key: str) -> int:
-    """A resource file through the DuckDB path (connector/extract/duck.py); a file DuckDB
-    cannot read goes through ``load_export_file`` (a gzip stream cut short raises there)."""
-    from connector.extract.duck import DuckUnreadable, load_ndjson_duck
-
-    try:
-        return load_ndjson_duck(store, path, site=site, source=source, file_key=file_key).lines
-    except DuckUnreadable:
-        log.info("%s: not read by DuckDB; loading it line by line", path.name)
-    return load_export_file(store, path, kind="output", site=site, source=source)
-
-
-def drop_other_code_counts(conn: Connection, site: str, keep_prefix: str) -> None:
-    """Delete the site's export code counts except those whose file key starts with
-    ``keep_prefix``: a completed full export describes the whole server."""
-    conn.execute(delete(RawCodeCount).where(
-        RawCodeCount.site == site, RawCodeCount.file.like("$export job %"),
-        RawCodeCount.file.not_like(keep_prefix.replace("%", "") + "%")))
-
-
-def _resource_or_quarantine(store: RawStore, line: bytes, resource_type: str, *, site: str,
-                            source: str, reason: str) -> dict | None:
-    """The line as a ``resource_type`` resource; otherwise it is quarantined with ``reason``
-    and None returned, so the error and deleted files treat a bad line the same way."""
-    try:
-        body = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict) or body.get("resourceType") != resource_type:
-        store.quarantine(line, site=site, source=source, reason=reason)
-        return None
-    return body
-
-
-def _add_outcome(store: RawStore, line: bytes, *, site: str, source: str,
-                 outcomes: Counter | None) -> None:
-    body = _resource_or_quarantine(store, line, "OperationOutcome", site=site, source=source,
-                                   reason="export error file: a line that is not an "
-                                          "OperationOutcome")
-    if body is None:
-        return
-    severities = [str(i.get("severity") or "error") for i in body.get("issue") or []
-                  if isinstance(i, dict)] or ["error"]
-    severity = min(severities, key=lambda s: _SEVERITY_ORDER.index(s)
-                   if s in _SEVERITY_ORDER else 1)
-    if outcomes is not None:
-        outcomes[severity] += 1
-    store.quarantine(line, site=site, source=source, resource_type="OperationOutcome",
-                     reason=f"bulk export {severity}: {outcome_text(body)}"[:500])
-
-
-def _add_deleted(store: RawStore, line: bytes, *, site: str, source: str) -> None:
-    bundle = _resource_or_quarantine(store, line, "Bundle", site=site, source=source,
-                                     reason="export deleted file: a line that is not a Bundle")
-    if bundle is None:
-        return
-    for entry in bundle.get("entry") or []:
-        request = entry.get("request") if isinstance(entry, dict) else None
-        if not isinstance(request, dict) or str(request.get("method", "")).upper() != "DELETE":
-            continue
-        m = re.search(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$",
-                      str(request.get("url") or ""))
-        if m:
-            store.mark_deleted(site=site, resource_type=m.group(1), resource_id=m.group(2),
-                               source=source)
-
-
-def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
-                       progress: Progress | None = None, loader: str = "python"
-                       ) -> ExtractSummary:
-    """Load a folder of export files (``<Type>.ndjson`` / ``.ndjson.gz``, as a server's
-    manifest lists them) through the bulk loader, one transaction per file; no server.
-
-    Files named ``*OperationOutcome*`` or ``error*`` are read as error files. This is
-    the path whose memory ``make bench`` measures: it stays flat however large the
-    files, because lines are streamed and written in batches.
-    """
-    root = Path(folder)
-    files = sorted(p for p in (root.rglob("*") if root.is_dir() else [root])
-                   if p.is_file() and p.name.endswith(NDJSON_SUFFIXES))
-    if not files:
-        raise FileNotFoundError(f"no NDJSON files under {root}")
-    progress = progress or Progress.silent()
-    summary = ExtractSummary(sites=[site])
-    run_id = start_run(engine, site, str(root), MODE)
-    outcomes: Counter = Counter()
-    try:
-        with progress.task("load", total=sum(p.stat().st_size for p in files), unit="B") \
-                as advance:
-            for path in files:
-                kind = "error" if ("OperationOutcome" in path.name
-                                   or path.name.lower().startswith("error")) else "output"
-                counts = StoreCounts()
-                with engine.begin() as conn, load_cache(conn):
-                    store = RawStore(conn)
-                    store.counts = counts
-                    try:
-                        if loader == "duckdb" and kind == "output":
-                            n = load_export_duck(store, path, site=site,
-                                                 source=f"$export {_type_of(path)}",
-                                                 file_key=f"$export {path.relative_to(root)}"
-                                                 if root.is_dir() else f"$export {path.name}")
-                        else:
-                            n = load_export_file(store, path, kind=kind, site=site,
-                                                 source=f"$export {_type_of(path)}",
-                                                 outcomes=outcomes)
-                    except _Corrupt:
-                        raise ValueError(f"{path.name}: the gzip stream is cut short") from None
-                    store.flush()
-                merge_counts(summary.counts, counts)
-                if kind == "output":
-                    summary.read += n
-                advance(path.stat().st_size)
-    except BaseException as exc:
-        finish_run(engine, run_id, summary.counts, status="failed",
-                    message=str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
-        raise
-    finish_run(engine, run_id, summary.counts, status="ok",
-                message=f"{len(files)} export files from a folder; {summary.read} resources")
-    return summary
-
-
-# ------------------------------------------------------------------- storage
-
-
-def request_key(request: ExportRequest) -> str:
-    """What identifies "the same export" for resuming and for the ``_since`` watermark."""
-    scope = request.level + (f"/{request.group_id}" if request.group_id else "")
-    key = f"$export {scope} _type={','.join(sorted(request.types)) or '*'}"
-    if request.type_filters:
-        digest = hashlib.sha256("|".join(sorted(request.type_filters)).encode()).hexdigest()
-        key += f" _typeFilter={digest[:10]}"
-    if not request.types or "Observation" in request.types:
-        # Observations are stored trimmed by the lab code sets in force: when they change,
-        # the next export is a full one (connector/codes/labfilter.py)
-        trim = default_trim()
-        key += f" bodies={trim.digest if trim else 'all'}"
-    return key
-
-
-def default_work_dir(engine: Engine) -> Path:
-    """``.bulk`` beside a SQLite database file, else in the current directory."""
-    database = engine.url.database if engine.dialect.name == "sqlite" else None
-    if database and database != ":memory:" and not database.startswith("file:"):
-        return Path(database).resolve().parent / ".bulk"
-    return Path.cwd() / ".bulk"
-
-
-# ------------------------------------------------------------------- helpers
-
-
-def _replace_since(request: ExportRequest, since: str | None) -> ExportRequest:
-    from dataclasses import replace
-
-    return replace(request, since=since)
-
-
-def _file_name(f: BulkFile) -> str:
-    return f"{f.id:05d}_{f.kind}_{_safe(f.resource_type or 'file')}.ndjson"
-
-
-def _complete_file(dest: Path) -> Path | None:
-    """A file a killed run downloaded whole (renamed from .part) but did not load."""
-    for candidate in (dest, dest.with_name(dest.name + ".gz")):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _type_of(path: Path) -> str:
-    name = path.name
-    for suffix in NDJSON_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    m = re.match(r"[A-Z][A-Za-z]+", name.split("_")[-1]) or re.match(r"[A-Z][A-Za-z]+", name)
-    return m.group(0) if m else name
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)[:64] or "site"
-
-
-@contextmanager
-def _poll_display(progress: Progress) -> Iterator[Callable[[str | None], None]]:
-    """A spinner line showing the server's X-Progress while the export runs."""
-    if not progress.enabled:
-        yield lambda _text: None
-        return
-    from rich.progress import Progress as RichProgress
-    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    with RichProgress(SpinnerColumn(), TextColumn("[bold]export[/] {task.description}"),
-                      TimeElapsedColumn(), transient=True) as bar:
-        task = bar.add_task("waiting for the server")
-
-        def show(text: str | None) -> None:
-            bar.update(task, description=text or "in progress")
-
-        yield show
 
 
 # --------------------------------------------------------------------- entry

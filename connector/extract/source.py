@@ -31,7 +31,7 @@ from connector.fhir.errors import SiteConfigError
 from connector.progress import Progress
 
 if TYPE_CHECKING:
-    from connector.extract.bulk import BulkSettings
+    from connector.extract.bulk_jobs import BulkSettings
     from connector.fhir.client import FhirClient
 
 LOADERS = ("python", "duckdb")
@@ -271,7 +271,7 @@ def _folder_scope(value: object, loader: str) -> str:
 
 def _bulk_settings(config: SiteConfig, options: BulkOptions, loader: str) -> BulkSettings:
     """The export's settings: poll policy from the site's retry settings unless given."""
-    from connector.extract.bulk import BulkSettings
+    from connector.extract.bulk_jobs import BulkSettings
     from connector.fhir.bulk import PollPolicy
 
     policy = options.poll_policy or PollPolicy(max_wait=config.retry.retry_after_cap)
