@@ -11,12 +11,13 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from connector.progress import Progress
+from connector.progress import Progress, log_handler
 
 if TYPE_CHECKING:
     from connector.extract.source import RunOptions, Source
@@ -71,9 +72,31 @@ DateShiftOpt = typer.Option(
 AllowUnkeyedOpt = typer.Option(
     False, "--allow-unkeyed",
     help="Accept patient keys made without a secret (synthetic or test data only).")
-ScopeOpt = typer.Option(None, "--scope", help="FHIR server sources: 'cohort' (patients "
-                        "with a CAR-T record; the default), 'all' (every resource of the "
-                        "study's types) or 'patients' (patient_ids_file of the site config). "
+class Scope(StrEnum):
+    """What a run fetches (``--scope``); the help lists these."""
+
+    cohort = "cohort"
+    all = "all"
+    patients = "patients"
+
+
+class BulkLevel(StrEnum):
+    """Which Bulk Data $export a run asks for (``--bulk-level``)."""
+
+    system = "system"
+    patient = "patient"
+    group = "group"
+
+
+def _plain(value: Enum | None) -> str | None:
+    """A choice as the plain text the stages take (they compare and print strings)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+ScopeOpt = typer.Option(None, "--scope", callback=_plain,
+                        help="FHIR server sources: 'cohort' (patients with a CAR-T record; "
+                        "the default), 'all' (every resource of the study's types) or "
+                        "'patients' (patient_ids_file of the site config). "
                         "Folders: 'all' (the default) or, with --loader duckdb, 'cohort'.")
 BulkOpt = typer.Option(False, "--bulk", help="FHIR server sources only: use Bulk Data $export "
                        "(resumable; incremental from the previous export's transactionTime).")
@@ -81,8 +104,9 @@ GroupOpt = typer.Option(None, "--group", metavar="ID",
                         help="Bulk: export Group/ID (implies --bulk).")
 SinceOpt = typer.Option(None, "--since", help="Bulk: _since as a date or instant (default: the "
                         "previous export's transactionTime); 'full' for a full export.")
-BulkLevelOpt = typer.Option(None, "--bulk-level", help="Bulk: system, patient or group "
-                            "(default: group with --group, else system if offered, else patient).")
+BulkLevelOpt = typer.Option(None, "--bulk-level", callback=_plain,
+                            help="Bulk: system, patient or group (default: group with "
+                            "--group, else system if offered, else patient).")
 BulkTimeoutOpt = typer.Option(None, "--bulk-timeout", metavar="SECONDS",
                               help="Bulk: how long to wait for the server's export (default 24 h).")
 LoaderOpt = typer.Option(None, "--loader",
@@ -100,14 +124,26 @@ def _progress(quiet: bool) -> Progress:
 
 
 def _setup_logging(verbose: bool) -> None:
+    """Log lines through rich's handler on the bars' console on a terminal (so a line
+    written while a bar runs lands above it, whole), plain lines otherwise."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        handlers=[log_handler(rich=sys.stderr.isatty())])
     # Migration chatter is noise to a data team; show it only with --verbose.
     logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
+def _version(value: bool) -> None:
+    if value:
+        import connector
+
+        typer.echo(f"cohort {connector.__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
     _setup_logging(verbose)
 
 
@@ -145,9 +181,9 @@ def run(
     db: str = DbOpt,
     out: Path = OutOpt,
     quiet: bool = QuietOpt,
-    scope: str | None = ScopeOpt,
+    scope: Scope | None = ScopeOpt,
     bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
-    bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
+    bulk_level: BulkLevel | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
     work_dir: Path | None = WorkDirOpt,
     loader: str | None = LoaderOpt,
 ) -> None:
@@ -169,9 +205,10 @@ def run(
 
 @app.command()
 def extract(source: str = SourceOpt, site: str | None = SiteOpt, db: str = DbOpt,
-            quiet: bool = QuietOpt, scope: str | None = ScopeOpt,
+            quiet: bool = QuietOpt, scope: Scope | None = ScopeOpt,
             bulk: bool = BulkOpt, group: str | None = GroupOpt, since: str | None = SinceOpt,
-            bulk_level: str | None = BulkLevelOpt, bulk_timeout: float | None = BulkTimeoutOpt,
+            bulk_level: BulkLevel | None = BulkLevelOpt,
+            bulk_timeout: float | None = BulkTimeoutOpt,
             work_dir: Path | None = WorkDirOpt, loader: str | None = LoaderOpt) -> None:
     """Extract FHIR resources from the source into the raw store (with provenance)."""
     options = _run_options(scope, loader, bulk, group, since, bulk_level, bulk_timeout,

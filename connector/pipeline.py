@@ -94,9 +94,15 @@ def analyze(engine: Engine, out: Path, *, sites: Sequence[str] | None = None,
     from connector.report import write_report
     from connector.report.unmapped import unmapped_section
 
-    analysis = run_analysis(engine, sites=sites)
-    with staged_folder(out) as stage:
-        unmapped = stage / "unmapped_codes.csv"
-        n = write_unmapped(engine, unmapped, sites)
-        write_report(analysis, stage, extra_sections=[unmapped_section(unmapped, n)])
+    progress = progress or Progress.silent()
+    # three steps of about equal weight: statistics, unmapped codes, report files
+    with progress.task("analyze", total=3) as advance:
+        analysis = run_analysis(engine, sites=sites)
+        advance(1)
+        with staged_folder(out) as stage:
+            unmapped = stage / "unmapped_codes.csv"
+            n = write_unmapped(engine, unmapped, sites)
+            advance(1)
+            write_report(analysis, stage, extra_sections=[unmapped_section(unmapped, n)])
+        advance(1)
     return analysis.results
