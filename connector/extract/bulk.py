@@ -41,6 +41,7 @@ import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
+from connector.db.clock import utcnow
 from connector.db.engine import load_cache
 from connector.db.models import BulkFile, BulkJob
 from connector.extract.bulk_jobs import (
@@ -69,7 +70,6 @@ from connector.extract.records import (
     merge_counts,
     save_watermarks,
     start_run,
-    utcnow,
 )
 from connector.extract.run import ExtractSummary
 from connector.extract.store import RawStore, StoreCounts

@@ -9,22 +9,17 @@ are read and written here, once, with named columns rather than positions.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping
 
 import orjson
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from connector.db.clock import utcnow
 from connector.db.models import ExtractRun, RawResource, SyncState
 from connector.extract.refs import medication_id
 from connector.extract.store import StoreCounts
 from connector.fhir.config import MEDICATION_USERS
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
 
 # ------------------------------------------------------------------ run records
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from connector.db.clock import utcnow
 from connector.db.engine import load_cache
 from connector.extract.folder import find_files, load_file, site_of
-from connector.extract.records import finish_run, merge_counts, start_run, utcnow
+from connector.extract.records import finish_run, merge_counts, start_run
 from connector.extract.store import RawStore, StoreCounts
 from connector.progress import Progress
 

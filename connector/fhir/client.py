@@ -25,11 +25,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -39,6 +36,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from connector.fhir.auth import Auth
+from connector.fhir.capabilities import Capabilities, TypeCapability
 from connector.fhir.config import SiteConfig
 from connector.fhir.errors import (
     AuthError,
@@ -57,6 +55,14 @@ from connector.fhir.redact import (
     scrub_server_text,
     sensitive_values,
 )
+from connector.fhir.results import (
+    ClientStats,
+    Page,
+    outcome_text,
+    shift_instant,
+    to_instant,
+    to_page,
+)
 from connector.fhir.retry import (
     RetryBudget,
     RetryPolicy,
@@ -64,7 +70,6 @@ from connector.fhir.retry import (
     call_with_retries,
     describe_exception,
     is_retryable_status,
-    parse_http_date,
     transient_for_response,
 )
 from connector.fhir.urls import UnsafeUrl, describe_origin, follow
@@ -76,155 +81,6 @@ DEFAULT_PAGE_SIZE = 200
 
 FHIR_JSON = "application/fhir+json"
 USER_AGENT = "mm-cart-connector/0.1 (FHIR R4 cohort extraction)"
-
-
-# ------------------------------------------------------------------- results
-
-
-@dataclass
-class Page:
-    """One page of a search: its matches, includes, warnings and where to go next."""
-
-    bundle: dict
-    resources: list[dict]
-    included: list[dict]
-    outcomes: list[str]
-    total: int | None
-    server_time: str | None
-    next_url: str | None
-
-
-@dataclass
-class ClientStats:
-    requests: int = 0
-    retries: int = 0
-    reauths: int = 0
-    retry_reasons: Counter = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add(self, **deltas: int) -> None:
-        with self._lock:
-            for name, n in deltas.items():
-                setattr(self, name, getattr(self, name) + n)
-
-    def retried(self, reason: str) -> None:
-        with self._lock:
-            self.retries += 1
-            self.retry_reasons[reason] += 1
-
-
-def outcome_text(body: Any) -> str:
-    """The human text of an OperationOutcome: ``error: <diagnostics>; warning: ...``."""
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return ""
-    parts = []
-    for issue in body.get("issue") or []:
-        if not isinstance(issue, dict):
-            continue
-        details = issue.get("details") if isinstance(issue.get("details"), dict) else {}
-        text = issue.get("diagnostics") or details.get("text") or issue.get("code") or ""
-        parts.append(f"{issue.get('severity', 'error')}: {text}".strip())
-    # server text can name patients ("NullPointerException at Patient 34a95157")
-    return scrub_server_text("; ".join(parts))[:1000]
-
-
-def to_instant(value: str | None) -> str | None:
-    """A FHIR instant or HTTP date as ``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC), or None."""
-    if not value:
-        return None
-    when: dt.datetime | None
-    try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        when = parse_http_date(value)
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    when = when.astimezone(dt.UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
-def shift_instant(instant: str, seconds: float) -> str:
-    when = dt.datetime.fromisoformat(instant.replace("Z", "+00:00")) + dt.timedelta(seconds=seconds)
-    return to_instant(when.isoformat()) or instant
-
-
-# -------------------------------------------------------------- capabilities
-
-
-@dataclass
-class TypeCapability:
-    interactions: set[str]
-    params: set[str]
-
-
-class Capabilities:
-    """What a server's CapabilityStatement says it can do, for the checks a run needs."""
-
-    def __init__(self, statement: dict) -> None:
-        self.statement = statement
-        self.fhir_version = str(statement.get("fhirVersion") or "")
-        software = statement.get("software") if isinstance(statement.get("software"), dict) else {}
-        self.software = " ".join(str(software.get(k, "")) for k in ("name", "version")).strip()
-        rests = [r for r in statement.get("rest") or [] if isinstance(r, dict)]
-        rest = next((r for r in rests if r.get("mode") == "server"), rests[0] if rests else {})
-        self.types: dict[str, TypeCapability] = {}
-        for res in rest.get("resource") or []:
-            if not isinstance(res, dict) or not res.get("type"):
-                continue
-            self.types[res["type"]] = TypeCapability(
-                interactions={i.get("code") for i in res.get("interaction") or []
-                              if isinstance(i, dict)},
-                params={p.get("name") for p in res.get("searchParam") or [] if isinstance(p, dict)})
-        self.common_params = {p.get("name") for p in rest.get("searchParam") or []
-                              if isinstance(p, dict)}
-
-    def searchable(self, rtype: str) -> bool:
-        caps = self.types.get(rtype)
-        if caps is None:
-            return False
-        return not caps.interactions or "search-type" in caps.interactions
-
-    def has_param(self, rtype: str, name: str) -> bool:
-        """Whether ``name`` is listed for ``rtype``; ``_``-parameters count unless unlisted types.
-
-        Servers often leave the parameters common to all resources (``_id``,
-        ``_lastUpdated``) out of the statement, so those are assumed.
-        """
-        caps = self.types.get(rtype)
-        if caps is None:
-            return False
-        base = name.split(":")[0].split(".")[0]
-        return base in caps.params or base in self.common_params or base.startswith("_")
-
-    def history_type(self, rtype: str) -> bool:
-        caps = self.types.get(rtype)
-        return caps is not None and (not caps.interactions or "history-type" in caps.interactions)
-
-    def require(self, base_url: str, needs: dict[str, list[tuple[tuple[str, ...], str]]]) -> None:
-        """Raise one CapabilityError listing everything missing.
-
-        ``needs`` maps a resource type to (parameter alternatives, why) pairs, e.g.
-        ``{"Procedure": [(("code",), "to find CAR-T patients")]}``.
-        """
-        problems: list[str] = []
-        if self.fhir_version and not self.fhir_version.startswith("4."):
-            problems.append(f"it speaks FHIR {self.fhir_version}, this connector reads R4 (4.0)")
-        for rtype, params in needs.items():
-            if not self.searchable(rtype):
-                problems.append(f"{rtype}: no search" if rtype in self.types
-                                else f"{rtype}: resource type not supported")
-                continue
-            for alternatives, why in params:
-                if not any(self.has_param(rtype, p) for p in alternatives):
-                    names = " or ".join(f"'{p}'" for p in alternatives)
-                    problems.append(f"{rtype}: no search parameter {names} ({why})")
-        if problems:
-            raise CapabilityError(
-                f"the FHIR server at {base_url} cannot serve this extraction: "
-                + "; ".join(problems) + ". Check resource_types, scope and [quirks] in the "
-                "site config (scope = \"all\" needs no screening parameters).")
 
 
 # -------------------------------------------------------------------- client
@@ -554,33 +410,6 @@ class FhirClient:
         return to_page(body)
 
 
-def to_page(bundle: dict) -> Page:
-    resources: list[dict] = []
-    included: list[dict] = []
-    outcomes: list[str] = []
-    for entry in bundle.get("entry") or []:
-        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-            continue
-        resource = entry["resource"]
-        mode = (entry.get("search") or {}).get("mode") if isinstance(entry.get("search"),
-                                                                      dict) else None
-        if mode == "outcome" or (resource.get("resourceType") == "OperationOutcome"
-                                 and mode != "match"):
-            outcomes.append(outcome_text(resource))
-        elif mode == "include":
-            included.append(resource)
-        else:
-            resources.append(resource)
-    next_url = next((link.get("url") for link in bundle.get("link") or []
-                     if isinstance(link, dict) and link.get("relation") == "next"
-                     and link.get("url")), None)
-    total = bundle.get("total")
-    meta = bundle.get("meta") if isinstance(bundle.get("meta"), dict) else {}
-    return Page(bundle=bundle, resources=resources, included=included, outcomes=outcomes,
-                total=total if isinstance(total, int) else None,
-                server_time=to_instant(meta.get("lastUpdated")), next_url=next_url)
-
-
 class UnsafeLink(PagingError):
     """A next link we will not follow (another origin, or a deceptive shape): reading the
     search again would meet the same link, so the search fails at once."""
@@ -604,3 +433,10 @@ def redirect_error(what: str, r: requests.Response, base_url: str) -> HttpError:
 
 def _parse(instant: str) -> dt.datetime:
     return dt.datetime.fromisoformat(instant.replace("Z", "+00:00"))
+
+
+#: Names other modules import from here (the client's results and capabilities live in
+#: results.py and capabilities.py).
+__all__ = ["Capabilities", "ClientStats", "FhirClient", "Page", "TypeCapability",
+           "UnsafeLink", "outcome_text", "redirect_error", "shift_instant", "to_instant",
+           "to_page"]

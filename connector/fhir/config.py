@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from connector.fhir.config_model import check_types
 from connector.fhir.errors import SiteConfigError
 from connector.fhir.limits import Limits
+from connector.fhir.retry import RetryPolicy
 from connector.sitename import site_name_problem
 
 #: The resource types the study reads, in the order a cohort run fetches them.
@@ -85,11 +86,9 @@ class AuthConfig:
 
 
 @dataclass
-class RetryConfig:
-    max_attempts: int = 8
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    retry_after_cap: float = 120.0
+class RetryConfig(RetryPolicy):
+    """How requests are retried (``RetryPolicy``'s settings), and how often in a whole run."""
+
     budget: int = 500  # retries for the whole run
 
 
