@@ -142,8 +142,8 @@ class RemoteExtraction:
     def _extract(self) -> dict[str, str]:
         caps = self.client.capabilities()
         self._check(caps)
-        if self.config.page_size is None:  # the largest page the server accepts
-            self.client.page_size = choose_page_size(self.client).size
+        # the largest page the server accepts, never more than the config says
+        self.client.page_size = choose_page_size(self.client, caps, self.config.page_size).size
         self.t0 = self.pager.floor = self._server_time()
         self.watermarks = load_watermarks(self.engine, self.site, self.mode)
         types = [t for t in self.config.resource_types]
