@@ -50,7 +50,13 @@ from connector.extract.records import (
 )
 from connector.extract.refs import medication_id, subject_patient
 from connector.extract.rest_deletions import sync_deletions
-from connector.extract.rest_jobs import Job, all_jobs, medication_jobs, patient_jobs
+from connector.extract.rest_jobs import (
+    Job,
+    all_jobs,
+    largest_first,
+    medication_jobs,
+    patient_jobs,
+)
 from connector.extract.rest_runner import Pager, run_concurrently
 from connector.extract.rest_screen import listed_patients, screen
 from connector.extract.run import ExtractSummary
@@ -150,7 +156,7 @@ class RemoteExtraction:
         if self.config.scope == "all":
             # one phase for all types, as for a cohort: while one search waits for the
             # server or the rate limit, the others' pages are read and stored
-            self._phase("records", [job for rtype in types
+            self._phase("records", [job for rtype in largest_first(types)
                                     for job in all_jobs(self.config, rtype, self._since(rtype))])
         else:
             full, incremental = self._patients()
