@@ -194,7 +194,8 @@ def _scope_all_round(ctx: Context, url: str, round_no: int, held: int) -> float:
         "ratio", note=f"extraction {ext_rate:,.0f} res/s ({res['read']:,} resources in "
                       f"{res['seconds']:.2f} s, client CPU {res['cpu_s']:.2f} s, "
                       f"{res['requests']} requests, page size {res.get('page_size')}, rate "
-                      f"limit {res.get('rate_limit')} requests/s); paging {raw_rate:,.0f} res/s "
+                      f"limit {res.get('rate_limit')} requests/s, waited on it "
+                      f"{res.get('rate_limit_wait')} s); paging {raw_rate:,.0f} res/s "
                       f"({base['entries']:,} in {base['seconds']:.2f} s, client CPU "
                       f"{base['cpu_s']:.2f} s, {base['requests']} pages, one thread, plain "
                       f"HTTP); server holds {held:,}")

@@ -196,10 +196,10 @@ def _requests_of_last_run(engine: Any) -> int:
 
 
 def _client_settings(engine: Any) -> dict[str, Any]:
-    """Page size and rate limit the run used, from its record."""
+    """Page size and rate limit the run used, and its wait on that limit, from its record."""
     message = _last_run(engine) or ""
     out: dict[str, Any] = {}
-    for key in ("page_size", "rate_limit"):
+    for key in ("page_size", "rate_limit", "rate_limit_wait"):
         m = re.search(rf"{key}=([0-9.]+)", message)
         if m:
             out[key] = m.group(1)

@@ -333,7 +333,8 @@ class RemoteExtraction:
             parts.append(f"{self.screened} patients screened")
         parts += [f"{stats.requests} requests", f"{self.totals.pages} pages",
                   f"{self.pager.rereads} re-reads", f"page_size={self.client.page_size}",
-                  f"rate_limit={self.config.rate_limit:g}"]
+                  f"rate_limit={self.config.rate_limit:g}",
+                  f"rate_limit_wait={self.client.limiter.waited:.1f}s"]
         if stats.reauths:
             parts.append(f"{stats.reauths} re-authentications")
         return "; ".join(parts)
