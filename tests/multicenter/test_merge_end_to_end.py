@@ -130,6 +130,16 @@ def _diff(a, b, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
 
 
+BASELINE_PARTS = ("/table1/", "/subgroups/high_risk_cytogenetics/",
+                  "/subgroups/extramedullary/", "/multivariable_cox/os/")
+
+
+def _needs_baseline(difference: str) -> bool:
+    """A result that reads the Table 1 covariates or the lab spacing (patient_baseline)."""
+    return difference.startswith(BASELINE_PARTS) or (
+        difference.startswith("/data_completeness/") and "/lab_interval_days/" in difference)
+
+
 def test_merged_sites_give_the_results_of_one_run(prepared, pg_url, tmp_path):
     work = prepared["work"]
     runner = CliRunner()
@@ -139,16 +149,16 @@ def test_merged_sites_give_the_results_of_one_run(prepared, pg_url, tmp_path):
     central = get_engine(pg_url)
     results = _report_results(central, tmp_path / "central")
     assert results["n_sites"] == 2
-    # Table 1 covariates (patient_baseline) are not merged yet: every other number agrees
+    # the baseline covariates (patient_baseline) are not merged yet: every other number agrees
     assert [d for d in _diff(prepared["single_results"], results)
-            if not d.startswith("/table1/")] == []
+            if not _needs_baseline(d)] == []
 
     before = content(central)
     again = runner.invoke(app, ["merge", "--quiet", "--into", pg_url, str(work / "site_a.db")])
     assert again.exit_code == 0, again.output
     assert content(central) == before
     assert [d for d in _diff(prepared["single_results"], _results(central))
-            if not d.startswith("/table1/")] == []
+            if not _needs_baseline(d)] == []
     central.dispose()
 
 
@@ -165,7 +175,8 @@ def test_central_rows_match_the_single_run_row_for_row(prepared, tmp_path):
 
 
 def test_date_shifted_merge_keeps_the_results(prepared, tmp_path):
-    """Shifting keeps every interval, so every result but age in whole years is unchanged.
+    """Shifting keeps every interval, so every result but age in whole years and the data
+    cut-off (a date, so shifted with the rest) is unchanged.
 
     Age at CAR-T is index year minus birth year; ``birth_year`` is not shifted,
     so a patient whose index date moves across New Year gains or loses a year.
@@ -178,7 +189,10 @@ def test_date_shifted_merge_keeps_the_results(prepared, tmp_path):
                     date_shift_days=days)
     expected, got = _results(plain), _results(shifted)
     age_path = "/cohort/age_at_car_t_years/"
-    assert [d for d in _diff(expected, got) if not d.startswith(age_path)] == []
+    assert [d for d in _diff(expected, got) if not d.startswith(age_path)
+            and "/data_cutoff:" not in d] == []
+    assert got["data_completeness"]["overall"]["data_cutoff"] \
+        > expected["data_completeness"]["overall"]["data_cutoff"]
     for key, value in expected["cohort"]["age_at_car_t_years"].items():
         if isinstance(value, int | float) and key != "n":
             assert abs(got["cohort"]["age_at_car_t_years"][key] - value) <= 1, key
