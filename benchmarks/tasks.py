@@ -365,22 +365,13 @@ def prepare_many_patients(db: str, work: str, n_patients: int, seed: int = 17,
 @task
 def bulk_load(folder: str, db: str, site: str = "bulk") -> dict[str, Any]:
     """A folder of export NDJSON into the raw store through the bulk loader."""
+    from benchmarks.export_folder import load_ndjson_export
     from connector.pipeline import open_db
 
     engine = open_db(f"sqlite:///{db}")
-    try:
-        from connector.extract.bulk import load_ndjson_export
-    except ImportError:  # the bulk loader is not there yet: the folder path streams alike
-        load_ndjson_export = None
     t0 = time.perf_counter()
-    if load_ndjson_export is not None:
-        summary = load_ndjson_export(engine, folder, site=site)
-        path = "connector.extract.bulk.load_ndjson_export"
-    else:
-        from connector.extract.run import extract_folder
-
-        summary = extract_folder(engine, Path(folder), site=site)
-        path = "connector.extract.run.extract_folder"
+    summary = load_ndjson_export(engine, folder, site=site)
+    path = "benchmarks.export_folder.load_ndjson_export"
     seconds = time.perf_counter() - t0
     return {"read": summary.read, "stored": summary.counts.stored, "seconds": seconds,
             "path": path}

@@ -25,8 +25,8 @@
 7. deletes the job on the server, moves the ``sync_state`` watermark (mode ``bulk``)
    to the manifest's ``transactionTime`` and removes the job's folder.
 
-``load_ndjson_export`` loads a folder of NDJSON files through the same loader
-without a server (the benchmark's entry point).
+The benchmark loads a folder of export files through the same loader
+(benchmarks/export_folder.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,6 @@ from connector.extract.bulk_load import (
     drop_other_code_counts,
     load_export_duck,
     load_export_file,
-    load_ndjson_export,
 )
 from connector.extract.records import (
     finish_run,
@@ -454,4 +453,4 @@ def extract_bulk(engine: Engine, source: str, *, site: str | None = None,
 
 
 __all__ = ["BulkExtraction", "BulkSettings", "extract_bulk", "load_export_file",
-           "load_ndjson_export", "request_key"]
+           "request_key"]

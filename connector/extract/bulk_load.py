@@ -2,8 +2,8 @@
 
 A file is streamed line by line (or read by DuckDB, ``--loader duckdb``) into one
 ``RawStore``; an error file's OperationOutcomes are kept in quarantine with their
-severity, a deleted file's Bundles mark stored resources deleted. The same loader
-reads a folder of export files without a server (``load_ndjson_export``).
+severity, a deleted file's Bundles mark stored resources deleted.
+(benchmarks/export_folder.py loads a folder of export files through this loader.)
 """
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import delete
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
-from connector.db.engine import load_cache
 from connector.db.models import RawCodeCount
-from connector.extract.folder import NDJSON_SUFFIXES, iter_lines
-from connector.extract.records import finish_run, merge_counts, start_run
-from connector.extract.run import ExtractSummary
-from connector.extract.store import RawStore, StoreCounts
+from connector.extract.folder import iter_lines
+from connector.extract.store import RawStore
 from connector.fhir.client import outcome_text
-from connector.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -127,68 +123,3 @@ def _add_deleted(store: RawStore, line: bytes, *, site: str, source: str) -> Non
         if m:
             store.mark_deleted(site=site, resource_type=m.group(1), resource_id=m.group(2),
                                source=source)
-
-
-def load_ndjson_export(engine: Engine, folder: Path | str, *, site: str,
-                       progress: Progress | None = None, loader: str = "python"
-                       ) -> ExtractSummary:
-    """Load a folder of export files (``<Type>.ndjson`` / ``.ndjson.gz``, as a server's
-    manifest lists them) through the bulk loader, one transaction per file; no server.
-
-    Files named ``*OperationOutcome*`` or ``error*`` are read as error files. This is
-    the path whose memory ``make bench`` measures: it stays flat however large the
-    files, because lines are streamed and written in batches.
-    """
-    root = Path(folder)
-    files = sorted(p for p in (root.rglob("*") if root.is_dir() else [root])
-                   if p.is_file() and p.name.endswith(NDJSON_SUFFIXES))
-    if not files:
-        raise FileNotFoundError(f"no NDJSON files under {root}")
-    progress = progress or Progress.silent()
-    summary = ExtractSummary(sites=[site])
-    run_id = start_run(engine, site, str(root), MODE)
-    outcomes: Counter = Counter()
-    try:
-        with progress.task("load", total=sum(p.stat().st_size for p in files), unit="B") \
-                as advance:
-            for path in files:
-                kind = "error" if ("OperationOutcome" in path.name
-                                   or path.name.lower().startswith("error")) else "output"
-                counts = StoreCounts()
-                with engine.begin() as conn, load_cache(conn):
-                    store = RawStore(conn)
-                    store.counts = counts
-                    try:
-                        if loader == "duckdb" and kind == "output":
-                            n = load_export_duck(store, path, site=site,
-                                                 source=f"$export {_type_of(path)}",
-                                                 file_key=f"$export {path.relative_to(root)}"
-                                                 if root.is_dir() else f"$export {path.name}")
-                        else:
-                            n = load_export_file(store, path, kind=kind, site=site,
-                                                 source=f"$export {_type_of(path)}",
-                                                 outcomes=outcomes)
-                    except Corrupt:
-                        raise ValueError(f"{path.name}: the gzip stream is cut short") from None
-                    store.flush()
-                merge_counts(summary.counts, counts)
-                if kind == "output":
-                    summary.read += n
-                advance(path.stat().st_size)
-    except BaseException as exc:
-        finish_run(engine, run_id, summary.counts, status="failed",
-                    message=str(exc) if isinstance(exc, ValueError) else type(exc).__name__)
-        raise
-    finish_run(engine, run_id, summary.counts, status="ok",
-                message=f"{len(files)} export files from a folder; {summary.read} resources")
-    return summary
-
-
-def _type_of(path: Path) -> str:
-    name = path.name
-    for suffix in NDJSON_SUFFIXES:
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    m = re.match(r"[A-Z][A-Za-z]+", name.split("_")[-1]) or re.match(r"[A-Z][A-Za-z]+", name)
-    return m.group(0) if m else name

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from conftest import FAST
 
+from benchmarks.export_folder import load_ndjson_export
 from connector import pipeline
 from connector.extract import run_extract
-from connector.extract.bulk import load_ndjson_export
 
 HEART_RATE = {"coding": [{"system": "http://loinc.org", "code": "8867-4",
                           "display": "Heart rate"}]}

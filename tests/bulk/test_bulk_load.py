@@ -1,4 +1,4 @@
-"""Loading export files without a server (load_ndjson_export, the benchmark's entry point):
+"""Loading export files without a server (benchmarks/export_folder.py, the benchmark's entry):
 gzip, error files, and memory that does not grow with the size of the export."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from benchmarks.export_folder import load_ndjson_export
 from connector.db.models import ExtractRun, Quarantine, RawResource
-from connector.extract.bulk import load_ndjson_export
 
 
 def _observations(n: int, start: int = 0) -> bytes:
