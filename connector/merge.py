@@ -1,22 +1,27 @@
 """``cohort merge``: load site databases into one cohort database, pseudonymized.
 
 What leaves a site is the normalized layer (site, patient, medication_exposure,
-procedure_event, lab_result) and the derived layer (cohort_patient,
-therapy_line): never the raw resources, the quarantine or the run records. On the
-way, every row is pseudonymized (``pseudonymize_row``):
+procedure_event, lab_result, condition_record), the derived layer (cohort_patient,
+therapy_line, patient_baseline) and the site's data-quality counts
+(``SITE_COUNT_TABLES``): never the raw resources, the quarantined input or the run
+records. On the way, every row is pseudonymized (``pseudonymize_row``):
 
 * every column naming the patient (``patient.source_id``, ``*.patient_source_id``,
-  ``cohort_patient.source_id``, ``therapy_line.source_id`` and the ``patient_key``
-  columns) becomes the patient's keyed pseudonym, the ``patient_key``;
-* resource ids (``*.source_id`` of exposures, procedures, labs) become keyed
-  hashes of site, type and id (``connector.keys.resource_key``);
+  ``cohort_patient.source_id``, ``therapy_line.source_id``,
+  ``patient_baseline.source_id`` and the ``patient_key`` columns) becomes the
+  patient's keyed pseudonym, the ``patient_key``;
+* resource ids (``*.source_id`` of exposures, procedures, labs, conditions) become
+  keyed hashes of site, type and id (``connector.keys.resource_key``);
 * text that may carry free text or local identifiers (``display``,
   ``original_value``, ``original_unit``, ``version_id``) is emptied, and so is any
   text column this module does not know (a column added later is dropped until
   someone decides it is safe: see ``POLICIES``);
 * with ``date_shift_days=N``, every date of a patient moves by that patient's own
   secret offset in [-N, N], so intervals, and the study's results, are unchanged
-  (``birth_year`` is kept, so an age in whole years can move by one).
+  (``birth_year`` is kept, so an age in whole years can move by one);
+* the quarantine travels as counts by stage and resource type (``quarantine_count``),
+  the unmapped codes as codes and counts (no display, no free-text name), so the
+  merged report's data completeness equals the sites' own (``site_counts``).
 
 A merged database records in its ``site`` rows that they are pseudonymized, the
 fingerprint of the secret and the shift, so it can itself be merged on (a site
@@ -32,6 +37,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -105,6 +112,11 @@ POLICIES: dict[str, TablePolicy] = {
         keep=_fs("site", "analyte", "unit", "value_code"),
         drop=_fs("version_id", "original_value", "original_unit"),
         resource_column="source_id", resource_type="Observation"),
+    # finding and status are the study's vocabulary (mappings/conditions.csv)
+    "condition_record": TablePolicy(
+        "patient_source_id", _fs("patient_source_id"),
+        keep=_EVENT_KEEP | _fs("finding"), drop=_fs("version_id", "display"),
+        resource_column="source_id"),
     "cohort_patient": TablePolicy(
         "source_id", _fs("source_id", "patient_key"),
         keep=_fs("site", "exclusion_reason", "index_product", "progression_basis", "sex")),
@@ -112,6 +124,11 @@ POLICIES: dict[str, TablePolicy] = {
         "source_id", _fs("source_id", "patient_key"),
         keep=_fs("site", "drugs", "therapy_class", "subclass", "best_response",
                  "response_note")),
+    # findings are present/absent, the stage I/II/III: derived values, no source text
+    "patient_baseline": TablePolicy(
+        "source_id", _fs("source_id"),
+        keep=_fs("site", "del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary",
+                 "riss_stage")),
 }
 #: Merged tables in insert order (``site`` is written by the merge itself).
 MERGED_TABLES: tuple[str, ...] = tuple(POLICIES)
@@ -228,6 +245,77 @@ def sanitize_row(name: str, row: Mapping[str, Any]) -> dict[str, Any]:
 def _insert(conn: Connection, name: str, rows: list[dict[str, Any]]) -> None:
     """Insert rows in the caller's transaction: COPY on PostgreSQL, executemany elsewhere."""
     insert_values(conn, table(name), rows)
+
+
+# --------------------------------------------------------------------- site counts
+
+#: The site's data-quality counts (the report's data completeness reads them, see
+#: ``connector.analysis.completeness.load_quality``), replaced with the site's rows.
+SITE_COUNT_TABLES: tuple[str, ...] = ("quarantine_count", "unmapped_code", "unmapped_count")
+#: Each text column of the count tables: "keep" (codes, the study's vocabulary) or "drop"
+#: (free text from the source, emptied by ``_unmapped_codes``). A test checks that every
+#: text column of these tables is here, so a column added later is decided on.
+SITE_COUNT_TEXT: dict[str, dict[str, str]] = {
+    "quarantine_count": {"site": "keep", "stage": "keep", "resource_type": "keep"},
+    "unmapped_code": {"site": "keep", "resource_type": "keep", "system": "keep",
+                      "code": "keep", "text": "drop", "display": "drop"},
+    "unmapped_count": {"site": "keep"},
+}
+#: A FHIR resource type name. The extract stage records only types it recognized, but
+#: a quarantine row is unusable input by definition: anything else travels as "".
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
+#: The ``display`` of the merged row that counts the names without a code (the names stay
+#: at the site).
+UNCODED = "(names without a code, not carried by merge)"
+
+
+def _type_name(value: object) -> str:
+    text = "" if value is None else str(value)
+    return text if _TYPE_NAME.fullmatch(text) else ""
+
+
+def _quarantine_counts(conn: Connection, site: str) -> list[dict[str, Any]]:
+    """The site's quarantine as counts by stage and resource type.
+
+    Counted from the quarantine itself (a site database) plus the counts a merged
+    database already carries (a share file merged on): bodies, resource ids and
+    reasons (which may quote the input) stay where they are.
+    """
+    q, qc = table("quarantine"), table("quarantine_count")
+    counts: Counter[tuple[str, str]] = Counter()
+    grouped = (select(q.c.stage, q.c.resource_type, func.count()).where(q.c.site == site)
+               .group_by(q.c.stage, q.c.resource_type))
+    carried = select(qc.c.stage, qc.c.resource_type, qc.c.n).where(qc.c.site == site)
+    for query in (grouped, carried):
+        for stage, rtype, n in conn.execute(query):
+            counts[(str(stage), _type_name(rtype))] += int(n)
+    return [{"site": site, "stage": stage, "resource_type": rtype, "n": n}
+            for (stage, rtype), n in sorted(counts.items())]
+
+
+def _unmapped_codes(conn: Connection, site: str) -> list[dict[str, Any]]:
+    """The site's unmapped codes as codes and counts.
+
+    A display, and the name of a coding that has no code (``text``), are free text
+    from the source and stay at the site; the names without a code are counted
+    together per resource type and system, so the totals still match the site's.
+    """
+    t = table("unmapped_code")
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for rtype, system, code, n in conn.execute(
+            select(t.c.resource_type, t.c.system, t.c.code, t.c.n).where(t.c.site == site)):
+        counts[(str(rtype), str(system), str(code))] += int(n)
+    return [{"site": site, "resource_type": rtype, "system": system, "code": code,
+             "text": "", "display": "" if code else UNCODED, "n": n}
+            for (rtype, system, code), n in sorted(counts.items())]
+
+
+def site_counts(conn: Connection, site: str) -> dict[str, list[dict[str, Any]]]:
+    """The rows of ``SITE_COUNT_TABLES`` that leave the site: counts, codes, the map time."""
+    t = table("unmapped_count")
+    totals = [dict(r) for r in conn.execute(select(t).where(t.c.site == site)).mappings()]
+    return {"quarantine_count": _quarantine_counts(conn, site),
+            "unmapped_code": _unmapped_codes(conn, site), "unmapped_count": totals}
 
 
 # ------------------------------------------------------------------------ planning
@@ -375,7 +463,7 @@ def copy_site(plan: SitePlan, target: Engine, progress: Progress | None = None) 
     replaced: dict[str, int] = {}
     with read_snapshot(plan.source) as src, target.begin() as dst:
         _check_target(dst, plan.site)
-        for name in reversed(MERGED_TABLES):
+        for name in reversed(MERGED_TABLES + SITE_COUNT_TABLES):
             t = table(name)
             replaced[name] = dst.execute(delete(t).where(t.c.site == plan.site)).rowcount
         site_t = table("site")
@@ -394,6 +482,9 @@ def copy_site(plan: SitePlan, target: Engine, progress: Progress | None = None) 
                     _insert(dst, name, out)
                     counts[name] += len(out)
                 advance(1)
+        for name, rows in site_counts(src, plan.site).items():
+            _insert(dst, name, rows)
+            counts[name] = len(rows)
     return SiteMerge(site=plan.site, source=display_url(plan.source), rows=counts,
                      keyed=plan.key_fingerprint is not None,
                      date_shift_days=plan.date_shift_days,

@@ -24,14 +24,23 @@ FALLBACK = "new_line_fallback"
 
 def load_quality(engine: Engine) -> dict[str, dict[str, int]]:
     """Per site: resources quarantined (any stage) and Observations no lab code maps (stored
-    as their code only), as the map stage counted them (``unmapped_count``)."""
-    from connector.db.models import Quarantine, UnmappedCount
+    as their code only), as the map stage counted them (``unmapped_count``).
+
+    A site's own database counts its quarantine; a merged one carries only the counts
+    (``quarantine_count``, written by ``cohort merge``), so both give the site's number.
+    """
+    from connector.db.models import Quarantine, QuarantineCount, UnmappedCount
 
     out: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
-        for site, n in conn.execute(select(Quarantine.site, func.count())
-                                    .group_by(Quarantine.site)):
-            out.setdefault(str(site), {})["quarantined"] = int(n)
+        quarantined = [select(Quarantine.site, func.count()).group_by(Quarantine.site),
+                       select(QuarantineCount.site, func.sum(QuarantineCount.n))
+                       .group_by(QuarantineCount.site)]
+        for query in quarantined:
+            for site, n in conn.execute(query):
+                if n:
+                    counts = out.setdefault(str(site), {})
+                    counts["quarantined"] = counts.get("quarantined", 0) + int(n)
         counted = select(UnmappedCount.site, UnmappedCount.stored_as_code).where(
             UnmappedCount.stored_as_code > 0)
         for site, n in conn.execute(counted):

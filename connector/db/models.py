@@ -116,6 +116,22 @@ class Quarantine(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=_utcnow)
 
 
+class QuarantineCount(SQLModel, table=True):
+    """How many resources a site quarantined, by stage and resource type, written by
+    ``cohort merge`` in place of the quarantine itself: a merged database reports the
+    site's quarantine (data completeness) without the bodies, ids or reasons, which may
+    quote the input. Empty in a site's own database."""
+
+    __tablename__ = "quarantine_count"
+    __table_args__ = (UniqueConstraint("site", "stage", "resource_type"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(index=True)
+    stage: str  # extract | map | derive
+    resource_type: str = ""  # a FHIR type name; "" when the input had none
+    n: int
+
+
 class ExtractRun(SQLModel, table=True):
     """One extraction run: when, from where, what it fetched, what went wrong."""
 

@@ -26,8 +26,12 @@ TABLES: dict[str, str] = {
     "procedure_event": "normalized: a procedure in study terms (CAR-T infusion, apheresis, "
                        "transplant, radiation)",
     "lab_result": "normalized: one lab value in its analyte's canonical unit",
+    "condition_record": "normalized: one baseline finding (high-risk cytogenetics, "
+                        "extramedullary disease) as a Condition recorded it",
     "cohort_patient": "derived: every patient with whether and why they are in the cohort",
     "therapy_line": "derived: one line of therapy after progression on BCMA CAR-T",
+    "patient_baseline": "derived: Table 1 covariates of one cohort patient at progression "
+                        "after CAR-T (empty = not recorded, never guessed)",
     "analysis_patient": "analysis-ready: one row per cohort patient, outcomes computed",
     "analysis_line": "analysis-ready: one row per line of cohort patients, outcomes computed",
 }
@@ -108,6 +112,18 @@ ENTRIES: dict[str, dict[str, tuple[str, str]]] = {
         "value_code": ("", "coded result: immunofixation negative/positive, disease status "
                            "SNOMED code"),
     },
+    "condition_record": {
+        "site": SITE, "patient_key": KEY,
+        "source_type": ("", "FHIR resource type (Condition)"), "resource_key": RESOURCE,
+        "finding": ("", "del_17p, t_4_14, t_14_16, gain_1q or extramedullary "
+                        "(mappings/conditions.csv)"),
+        "status": ("", "present, absent (verificationStatus refuted) or uncertain"),
+        "onset_date": ("date", "onset of the Condition, else the date it was recorded"),
+        "code_system": ("", "code system URI of the source code (ICD-10-CM, SNOMED CT, ...), "
+                            "or 'text' when the finding was recognized in the Condition's "
+                            "text (the text itself is not exported)"),
+        "code": ("", "the source code as sent; empty when code_system is 'text'"),
+    },
     "cohort_patient": {
         **_DERIVED_PATIENT,
         "in_cohort": ("", "true when the patient is in the study cohort"),
@@ -115,6 +131,24 @@ ENTRIES: dict[str, dict[str, tuple[str, str]]] = {
                                  "no_progression, ..."),
     },
     "therapy_line": _LINE,
+    "patient_baseline": {
+        "site": SITE, "patient_key": KEY,
+        "prior_lines": ("", "regimens the site's records show before the index CAR-T's "
+                            "apheresis (lines given elsewhere are not seen)"),
+        **{finding: ("", f"{label} at progression after CAR-T: present, absent (refuted) or "
+                         "empty (not recorded)") for finding, label in (
+            ("del_17p", "del(17p)"), ("t_4_14", "t(4;14)"), ("t_14_16", "t(14;16)"),
+            ("gain_1q", "1q gain or amplification"),
+            ("extramedullary", "extramedullary disease"))},
+        "riss_stage": ("", "R-ISS stage I, II or III (the last recorded by progression, window "
+                           "in mappings/rules.toml); "
+                           "empty when not recorded"),
+        "ldh": ("U/L", "LDH nearest progression (window in mappings/rules.toml)"),
+        "ldh_elevated": ("", "LDH above the upper limit of normal in mappings/rules.toml"),
+        "lab_interval_days": ("days", "median days between successive M-protein or free "
+                                      "light chain results from progression on; empty with "
+                                      "fewer than two"),
+    },
     "analysis_patient": {
         **_DERIVED_PATIENT,
         "age_at_index": ("years", "index year minus birth year"),

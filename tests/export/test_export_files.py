@@ -25,8 +25,9 @@ from connector.db.models import SQLModel
 from connector.export import export_files
 from connector.merge import MergeRefused
 
-TABLES = ["patient", "medication_exposure", "procedure_event", "lab_result",
-          "cohort_patient", "therapy_line", "analysis_patient", "analysis_line"]
+SOURCE = ["patient", "medication_exposure", "procedure_event", "lab_result",
+          "condition_record", "cohort_patient", "therapy_line", "patient_baseline"]
+TABLES = [*SOURCE, "analysis_patient", "analysis_line"]
 #: Arrow types R's arrow package turns into native R vectors (Date, logical, integer or
 #: double, double, character); anything else (dictionaries, unsigned, large or nested
 #: types, naive timestamps) would surprise an R user.
@@ -58,7 +59,7 @@ def test_every_table_is_written_with_the_database_row_counts(engine, exported):
     manifest = json.loads((exported["parquet"] / "manifest.json").read_text())
     tables = SQLModel.metadata.tables
     with engine.connect() as conn:
-        for name in TABLES[:6]:
+        for name in SOURCE:
             n = conn.execute(select(func.count()).select_from(tables[name])).scalar()
             assert pq.read_table(exported["parquet"] / f"{name}.parquet").num_rows == n
             assert len(pd.read_csv(exported["csv"] / f"{name}.csv")) == n
@@ -140,6 +141,34 @@ def test_analysis_ready_outcomes_are_the_analysis_layers(engine, exported):
     pfs = kaplan_meier(tce["pfs_months"], tce["pfs_event"].astype(bool), "tce")
     assert round(pfs.median, 6) == \
         analysis.results["first_line"]["pfs_median_months"]["tce"]["estimate"]
+
+
+def test_baseline_and_conditions_give_the_reports_table_1(engine, exported):
+    """patient_baseline and condition_record leave keyed, without free text, and the
+    exported baseline of the cohort patients reproduces results.json's Table 1."""
+    table1 = run_analysis(engine).results["table1"]
+    patients = pd.read_parquet(exported["parquet"] / "analysis_patient.parquet")
+    baseline = pd.read_parquet(exported["parquet"] / "patient_baseline.parquet")
+    conditions = pd.read_parquet(exported["parquet"] / "condition_record.parquet")
+    assert set(baseline["patient_key"]) == set(patients["patient_key"])
+    assert len(baseline) == table1["n_patients"] > 0
+    for finding in ("del_17p", "t_4_14", "t_14_16", "gain_1q", "extramedullary"):
+        counts = baseline[finding].fillna("not_recorded").value_counts().to_dict()
+        assert {k: v for k, v in table1[finding].items() if v} == counts, finding
+    assert baseline["prior_lines"].notna().sum() == \
+        table1["prior_lines_before_car_t"]["n"]
+    assert {"display", "version_id", "source_id", "patient_source_id"}.isdisjoint(
+        conditions.columns)
+    assert set(conditions["finding"]) <= {"del_17p", "t_4_14", "t_14_16", "gain_1q",
+                                          "extramedullary"}
+    # a finding matched in the Condition's text has no code; the text itself stays behind
+    by_text = conditions["code_system"] == "text"
+    assert conditions.loc[~by_text, "code"].notna().all()
+    assert conditions.loc[by_text, "code"].isna().all() and by_text.any() and (~by_text).any()
+    assert conditions["resource_key"].is_unique
+    assert not set(conditions["resource_key"]) & set(conditions["patient_key"])
+    everyone = pd.read_parquet(exported["parquet"] / "patient.parquet")
+    assert set(conditions["patient_key"]) <= set(everyone["patient_key"])
 
 
 def test_ttnt_follows_its_definition(exported):

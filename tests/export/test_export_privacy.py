@@ -60,3 +60,14 @@ def test_date_shift_moves_dates_and_keeps_intervals(site_db, tmp_path):
     assert (plain["index_date"] != shifted["index_date"]).any()
     for col in ("os_months", "ttnt_months", "cart_to_progression_months"):
         pd.testing.assert_series_equal(plain[col], shifted[col])
+    # a Condition's onset moves with the patient's other dates (200 days before CAR-T)
+    for folder in ("plain", "shifted"):
+        onset = pq.read_table(tmp_path / folder / "condition_record.parquet").to_pandas()
+        index = pq.read_table(tmp_path / folder / "analysis_patient.parquet").to_pandas()
+        both = onset.merge(index, on="patient_key")
+        assert len(both) == 6
+        assert ((both["index_date"] - both["onset_date"]).map(lambda d: d.days) == 200).all()
+    plain_onset = pq.read_table(tmp_path / "plain" / "condition_record.parquet").to_pandas()
+    shifted_onset = pq.read_table(tmp_path / "shifted" / "condition_record.parquet").to_pandas()
+    assert (plain_onset.sort_values("patient_key")["onset_date"].to_numpy()
+            != shifted_onset.sort_values("patient_key")["onset_date"].to_numpy()).any()

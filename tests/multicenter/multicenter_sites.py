@@ -82,6 +82,12 @@ def build_site(engine: Engine, site: str, n: int = 4, *, secret: bytes | None = 
                     analyte="serum_m_protein", effective_date=start + dt.timedelta(days=30 * k),
                     value=1.5 - 0.5 * k, unit="g/dL", original_value=f"{1.5 - 0.5 * k} "
                     f"(Wilhelmina{i})", original_unit="g/dL"))
+            conn.execute(insert(t["condition_record"]).values(
+                site=site, patient_source_id=sid, source_id=f"CO-{sid}", version_id="2",
+                finding="del_17p", status="present" if i % 2 else "absent",
+                onset_date=start - dt.timedelta(days=200),
+                code_system="http://snomed.info/sct", code="726107005",
+                display=f"del(17p), Wilhelmina{i} {FAMILY[site]}{i}"))
             conn.execute(insert(t["cohort_patient"]).values(
                 site=site, source_id=sid, patient_key=key, in_cohort=True,
                 index_product="idecabtagene vicleucel", index_date=start,
@@ -96,6 +102,32 @@ def build_site(engine: Engine, site: str, n: int = 4, *, secret: bytes | None = 
                 best_response="PR", response_note="",
                 pfs_event_date=start + dt.timedelta(days=200) if i % 2 else None,
                 pfs_censor_date=None if i % 2 else start + dt.timedelta(days=300)))
+            conn.execute(insert(t["patient_baseline"]).values(
+                site=site, source_id=sid, prior_lines=3 + i % 2,
+                del_17p="present" if i % 2 else "absent", riss_stage="II" if i % 2 else None,
+                ldh=200.0 + 60 * i, ldh_elevated=200.0 + 60 * i > 250,
+                lab_interval_days=30.0))
+        conn.execute(insert(t["quarantine"]).values(  # a type name that is no type name
+            site=site, stage="extract", resource_type=f"<{FAMILY[site]}0>", resource_id=None,
+            reason=f"unknown resourceType <{FAMILY[site]}0>", source="x", content_hash="e0",
+            raw="{}", created_at=now))
+        _unmapped(conn, site, n, now)
+
+
+def _unmapped(conn: Any, site: str, n: int, now: dt.datetime) -> None:
+    """The map stage's unmapped counts: a coded lab, and a name without a code that is
+    someone's free text (``text`` and ``display`` must stay at the site)."""
+    t = models.SQLModel.metadata.tables
+    conn.execute(insert(t["unmapped_code"]), [
+        {"site": site, "resource_type": "Observation", "system": "http://loinc.org",
+         "code": "718-7", "text": "", "display": f"Hemoglobin for {FAMILY[site]}0", "n": 2 * n},
+        {"site": site, "resource_type": "MedicationAdministration", "system": "",
+         "code": "", "text": f"wilhelmina0 {FAMILY[site].lower()}0 trial drug",
+         "display": f"Wilhelmina0 {FAMILY[site]}0 trial drug", "n": 1},
+        {"site": site, "resource_type": "MedicationAdministration", "system": "",
+         "code": "", "text": "study drug x", "display": "Study drug X", "n": 2}])
+    conn.execute(insert(t["unmapped_count"]).values(site=site, resources=2 * n + 3,
+                                                    stored_as_code=2 * n, mapped_at=now))
 
 
 SKIP_COLUMNS = {"id", "merged_at"}
@@ -103,7 +135,9 @@ SKIP_COLUMNS = {"id", "merged_at"}
 
 def content(engine: Engine, tables: tuple[str, ...] = (
         "site", "patient", "medication_exposure", "procedure_event", "lab_result",
-        "cohort_patient", "therapy_line"), site: str | None = None) -> dict[str, list]:
+        "condition_record", "cohort_patient", "therapy_line", "patient_baseline",
+        "quarantine_count", "unmapped_code", "unmapped_count"),
+        site: str | None = None) -> dict[str, list]:
     """Every row of the merged tables, without surrogate ids, in a stable order."""
     meta = models.SQLModel.metadata.tables
     out: dict[str, list] = {}

@@ -14,14 +14,24 @@ from multicenter_sites import (
     ids,
     text_values,
 )
-from sqlalchemy import delete, select, update
+from sqlalchemy import String, delete, select, update
 from typer.testing import CliRunner
 
 import connector.merge as merge_mod
+from connector.analysis.completeness import load_quality
 from connector.cli import EXIT_USAGE, app
 from connector.db import get_engine, init_db, models
 from connector.keys import key_fingerprint, patient_key, resource_key
-from connector.merge import MERGED_TABLES, MergeRefused, column_kinds, merge_sites
+from connector.mapping.unmapped import stored_unmapped
+from connector.merge import (
+    MERGED_TABLES,
+    SITE_COUNT_TABLES,
+    SITE_COUNT_TEXT,
+    UNCODED,
+    MergeRefused,
+    column_kinds,
+    merge_sites,
+)
 
 T = models.SQLModel.metadata.tables
 
@@ -58,6 +68,11 @@ def test_every_text_column_of_merged_tables_is_classified():
     unclassified = [f"{name}.{col}" for name in MERGED_TABLES
                     for col, kind in column_kinds(name).items() if kind == "unclassified"]
     assert unclassified == []
+    assert {"condition_record", "patient_baseline"} <= set(MERGED_TABLES)
+    text_columns = {name: {c.name for c in T[name].columns
+                           if isinstance(getattr(c.type, "impl_instance", c.type), String)}
+                    for name in SITE_COUNT_TABLES}
+    assert text_columns == {name: set(SITE_COUNT_TEXT[name]) for name in SITE_COUNT_TABLES}
 
 
 def test_merge_pseudonymizes_ids_and_drops_free_text(sites, central):
@@ -80,6 +95,27 @@ def test_merge_pseudonymizes_ids_and_drops_free_text(sites, central):
         labs = conn.execute(select(T["lab_result"])).all()
         assert all(r.original_value is None and r.original_unit is None for r in labs)
         assert {r.value for r in labs} == {1.5, 1.0, 0.5}
+        conditions = conn.execute(select(T["condition_record"])
+                                  .where(T["condition_record"].c.site == "site_a")).all()
+        assert {c.patient_source_id for c in conditions} == expected
+        assert {c.source_id for c in conditions} == {
+            resource_key("site_a", "Condition", f"CO-{sid}", SECRET) for sid in ids("site_a", 4)}
+        assert all(c.display is None and c.version_id is None and c.code == "726107005"
+                   and c.finding == "del_17p" for c in conditions)
+        baseline = conn.execute(select(T["patient_baseline"])
+                                .where(T["patient_baseline"].c.site == "site_a")).all()
+        assert {b.source_id for b in baseline} == expected
+        assert sorted((b.prior_lines, b.del_17p, b.riss_stage, b.ldh) for b in baseline) == [
+            (3, "absent", None, 200.0), (3, "absent", None, 320.0),
+            (4, "present", "II", 260.0), (4, "present", "II", 380.0)]
+        codes = conn.execute(select(T["unmapped_code"])
+                             .where(T["unmapped_code"].c.site == "site_a")).all()
+        assert sorted((c.resource_type, c.code, c.text, c.display, c.n) for c in codes) == [
+            ("MedicationAdministration", "", "", UNCODED, 3), ("Observation", "718-7", "", "", 8)]
+        quarantined = conn.execute(select(T["quarantine_count"])
+                                   .where(T["quarantine_count"].c.site == "site_a")).all()
+        assert sorted((q.stage, q.resource_type, q.n) for q in quarantined) == [
+            ("extract", "", 1), ("map", "Patient", 4)]
         site_row = conn.execute(select(T["site"]).where(T["site"].c.name == "site_a")).one()
         assert site_row.pseudonymized and site_row.key_fingerprint == key_fingerprint(SECRET)
         assert site_row.date_shift_days == 0 and site_row.merged_at is not None
@@ -105,8 +141,9 @@ def test_a_site_sending_again_replaces_its_own_rows_only(sites, central):
     site_b_before = content(central, site="site_b")
     gone = ids("site_a", 4)[0]
     with a.begin() as conn:
-        for name in ("lab_result", "medication_exposure", "procedure_event", "therapy_line"):
-            col = T[name].c.source_id if name == "therapy_line" else T[name].c.patient_source_id
+        for name in ("lab_result", "medication_exposure", "procedure_event", "condition_record",
+                     "therapy_line", "patient_baseline"):
+            col = T[name].c.get("patient_source_id", T[name].c.source_id)
             conn.execute(delete(T[name]).where(col == gone))
         conn.execute(delete(T["cohort_patient"]).where(T["cohort_patient"].c.source_id == gone))
         conn.execute(delete(T["patient"]).where(T["patient"].c.source_id == gone))
@@ -170,7 +207,9 @@ def _dates_by_patient(engine, site: str) -> dict[str, list[dt.date]]:
     with engine.connect() as conn:
         for name, pcol in (("patient", "source_id"), ("procedure_event", "patient_source_id"),
                            ("medication_exposure", "patient_source_id"),
-                           ("lab_result", "patient_source_id"), ("cohort_patient", "source_id"),
+                           ("lab_result", "patient_source_id"),
+                           ("condition_record", "patient_source_id"),
+                           ("cohort_patient", "source_id"),
                            ("therapy_line", "source_id")):
             t = T[name]
             dcols = [c for c in t.columns if c.type.python_type is dt.date]
@@ -214,6 +253,45 @@ def test_share_file_then_central_equals_direct_merge(sites, tmp_path, pg_url):
     assert content(central) == content(direct)
     with pytest.raises(MergeRefused, match="already pseudonymized"):
         merge_sites(central, [share_a], date_shift_days=30)
+    direct.dispose()
+
+
+def _unmapped_totals(engine, site: str) -> dict[tuple[str, str, str], int]:
+    """The unmapped counts of ``site`` by resource type, system and code (text-only names
+    together), as the report's unmapped section adds them up."""
+    counts, _ = stored_unmapped(engine, [site])
+    totals: dict[tuple[str, str, str], int] = {}
+    for (rtype, system, code, _), n in counts.items():
+        totals[(rtype, system, code)] = totals.get((rtype, system, code), 0) + n
+    return totals
+
+
+def test_quality_counts_travel_without_the_quarantine(sites, tmp_path, pg_url):
+    """Data completeness reads the same quarantined and unmapped counts per site on the
+    sites' own databases, on a direct merge and on a merge of share files; no
+    quarantined body, id or reason travels."""
+    a, b = sites
+    own = {**load_quality(a), **load_quality(b)}
+    assert own == {"site_a": {"quarantined": 5, "unmapped_observations": 8},
+                   "site_b": {"quarantined": 4, "unmapped_observations": 6}}
+    direct = get_engine(pg_url)
+    init_db(direct)
+    merge_sites(direct, [a, b], secret=SECRET, date_shift_days=30)
+    share_a, share_b = _db(tmp_path, "share_a.db"), _db(tmp_path, "share_b.db")
+    merge_sites(share_a, [a], secret=SECRET, date_shift_days=30)
+    merge_sites(share_b, [b], secret=SECRET, date_shift_days=30)
+    central = _db(tmp_path, "central_from_shares.db")
+    merge_sites(central, [share_a, share_b])
+    for merged in (direct, share_a, central):
+        assert count(merged, "quarantine") == 0
+    assert load_quality(share_a) == {"site_a": own["site_a"]}
+    assert load_quality(direct) == own == load_quality(central)
+    for site, engine in (("site_a", a), ("site_b", b)):
+        assert _unmapped_totals(central, site) == _unmapped_totals(engine, site)
+        assert _unmapped_totals(direct, site) == _unmapped_totals(engine, site)
+    again = merge_sites(central, [share_a])  # replaced, not added
+    assert again[0].replaced["quarantine_count"] == 2
+    assert load_quality(central) == own
     direct.dispose()
 
 
