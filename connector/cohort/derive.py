@@ -16,7 +16,7 @@ from connector.cohort.imwg import (
 )
 from connector.cohort.index import find_index
 from connector.cohort.later import first_later_therapy
-from connector.cohort.lines import Line, build_lines, build_units
+from connector.cohort.lines import Line, build_lines
 from connector.cohort.model import (
     CohortPatientRecord,
     Exposure,
@@ -28,6 +28,7 @@ from connector.cohort.model import (
 from connector.cohort.progression import find_progression
 from connector.cohort.response import line_outcome
 from connector.cohort.rules import Rules, load_rules
+from connector.cohort.units import build_units
 
 
 def last_contact(patient: PatientInfo, exposures: Iterable[Exposure],

@@ -14,9 +14,9 @@ from __future__ import annotations
 import datetime as dt
 
 from connector.cohort.index import Infusion
-from connector.cohort.lines import CAR_T, DRUGS, Unit, _continues, build_units, carried_into
 from connector.cohort.model import Exposure, Procedure
 from connector.cohort.rules import Rules
+from connector.cohort.units import CAR_T, DRUGS, Unit, build_units, carried_into, continues
 
 
 def is_post_index_maintenance(unit: Unit, units: list[Unit], i: int, index_day: dt.date,
@@ -76,7 +76,7 @@ def first_later_therapy(exposures: list[Exposure], procedures: list[Procedure],
             continue
         if u.kind != DRUGS:
             return u.date
-        fresh = [e for e in u.exposures if not _continues(e, carried, gap)]
+        fresh = [e for e in u.exposures if not continues(e, carried, gap)]
         for e in u.exposures:
             if e not in fresh:
                 carried[e.ingredient] = max(carried[e.ingredient], e.last)

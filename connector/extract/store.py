@@ -4,42 +4,39 @@ Writes go in batches inside the caller's transaction. A resource that arrives
 again with the same content changes nothing; one with a newer ``versionId`` (or a
 later ``meta.lastUpdated``) replaces the stored copy; an older one is ignored.
 Input that is not a usable resource goes to quarantine with its reason.
+
+What one input becomes is decided without the database (``prepare.py``), which copy
+is the later by ``versions.py``, and the batch's two hot statements are written for
+the driver (``rawsql.py``); this module holds the store that puts them together.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import orjson
 from sqlalchemy import insert, select, update
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import Connection
 
 from connector.codes.labfilter import ObservationTrim, default_trim
 from connector.db.clock import utcnow as _utcnow
-from connector.db.fastinsert import PLACEHOLDERS, bind_value, insert_sql
 from connector.db.models import Quarantine, RawResource
-from connector.extract.checks import (
-    ABSOLUTE_REFERENCE,
-    foreign_reference,
-    is_resource_type,
-    unknown_type_reason,
+from connector.extract.contact import merge_day, write_contacts
+from connector.extract.prepare import (
+    WANTED_TYPES,
+    Nested,
+    Pending,
+    Prepared,
+    Rejected,
+    content_hash,
+    prepare,
+    prepare_raw,
 )
-from connector.extract.contact import contact_of, merge_day, today_text, write_contacts
-
-#: The resource types the study reads; other FHIR types are counted and skipped, and a
-#: ``resourceType`` that is no FHIR type is quarantined (connector/extract/checks.py).
-WANTED_TYPES = frozenset(
-    {"Patient", "MedicationAdministration", "Medication", "Procedure", "Observation",
-     # oral drugs are mostly recorded as these (issue 15; connector/mapping/orders.py)
-     "MedicationRequest", "MedicationDispense", "MedicationStatement",
-     # baseline covariates for Table 1 (issue 16; connector/mapping/conditions.py)
-     "Condition"}
-)
+from connector.extract.rawsql import insert_plan, lookup_sql
+from connector.extract.versions import is_newer, version_order
 
 BATCH_SIZE = 2000
 #: The quarantine reason of the earlier of two copies of one id that differ in content
@@ -47,52 +44,6 @@ BATCH_SIZE = 2000
 CONFLICT_REASON = ("conflicting duplicate: the same id came again in this load with other "
                    "content and the same version; the later copy in file order was kept")
 _ID_CHUNK = 500  # ids per existence query (well under every driver's parameter limit)
-
-
-def content_hash(raw: bytes) -> str:
-    return hashlib.sha256(raw).hexdigest()
-
-
-def _version_key(version_id: str | None, last_updated: str | None) -> tuple[int, Any]:
-    """Orderable key: numeric versionId first, else lastUpdated, else unknown."""
-    if version_id is not None and version_id.isdigit():
-        return (2, int(version_id))
-    if last_updated:
-        try:
-            return (1, dt.datetime.fromisoformat(last_updated.replace("Z", "+00:00")))
-        except ValueError:
-            return (1, last_updated)
-    return (0, 0)
-
-
-def version_order(new: tuple[str | None, str | None],
-                  old: tuple[str | None, str | None]) -> int:
-    """1 when (versionId, lastUpdated) ``new`` is the later copy, -1 when ``old`` is, 0 when
-    they cannot be told apart: a numeric versionId decides first, then lastUpdated."""
-    kn, ko = _version_key(*new), _version_key(*old)
-    if kn[0] == ko[0] == 2 and kn != ko:
-        return 1 if _cmp(kn, ko) else -1
-    if new[1] and old[1]:
-        ln, lo = _version_key(None, new[1]), _version_key(None, old[1])
-        if ln != lo:
-            return 1 if _cmp(ln, lo) else -1
-    return 0
-
-
-def is_newer(new: tuple[str | None, str | None], old: tuple[str | None, str | None]) -> bool:
-    """Whether (versionId, lastUpdated) ``new`` supersedes ``old``.
-
-    When the two cannot be ordered (no version information, or the same), the later
-    arrival wins, which is what a re-sent file means.
-    """
-    return version_order(new, old) >= 0
-
-
-def _cmp(a: tuple[int, Any], b: tuple[int, Any]) -> bool:
-    try:
-        return a > b
-    except TypeError:
-        return str(a) > str(b)
 
 
 @dataclass
@@ -131,117 +82,6 @@ class StoreCounts:
         return sum(self.new.values()) + sum(self.updated.values())
 
 
-@dataclass(slots=True)
-class _Pending:
-    site: str
-    rtype: str
-    rid: str
-    version_id: str | None
-    last_updated: str | None
-    digest: str
-    body: str
-    source: str
-    deleted: bool = False
-    trimmed: str | None = None  # the filter's digest when only the code is kept
-    #: (subject reference, latest day) of a trimmed Observation (connector/extract/contact.py)
-    contact: tuple[str, str] | None = None
-
-
-@dataclass(slots=True)
-class Rejected:
-    """Input that goes to quarantine, with its reason."""
-
-    raw: bytes | str
-    reason: str
-    site: str
-    source: str
-    rtype: str | None = None
-    rid: str | None = None
-
-
-@dataclass(slots=True)
-class Nested:
-    """A Bundle met where a resource was expected (e.g. one line of NDJSON): its entries
-    are loaded (connector/extract/bundle.py)."""
-
-    bundle: dict
-    raw: bytes | None
-    site: str
-    source: str
-
-
-#: What ``prepare`` makes of one input: a resource to store, a rejection, a Bundle to
-#: open, or the name of a resource type the study does not read (counted as skipped).
-Prepared = _Pending | Rejected | Nested | str
-
-
-def prepare_raw(raw: bytes, *, site: str, source: str,
-                trim: ObservationTrim | None, base: str | None = None) -> Prepared:
-    """``prepare`` for one JSON text (an NDJSON line)."""
-    try:
-        resource = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return Rejected(raw, f"invalid JSON: {exc}", site, source)
-    return prepare(resource, site=site, source=source, raw=raw, trim=trim, base=base)
-
-
-def prepare(resource: Any, *, site: str, source: str, raw: bytes | None = None,
-            deleted: bool = False, trim: ObservationTrim | None = None,
-            base: str | None = None) -> Prepared:
-    """Check one parsed resource and make its row: canonical text, hash, trimmed body.
-
-    Pure (no database): everything about one input that does not depend on what is
-    stored already. (Preparing a file's lines in a worker process while this one
-    writes was measured and gave nothing: the load is bound by SQLite's inserts.)"""
-    if not isinstance(resource, dict):
-        return Rejected(raw or orjson.dumps(resource), "not a JSON object", site, source)
-    rtype = resource.get("resourceType")
-    rid = resource.get("id")
-    if not isinstance(rtype, str) or not rtype:
-        return Rejected(raw or orjson.dumps(resource), "missing resourceType", site, source)
-    if rtype not in WANTED_TYPES:
-        if rtype == "Bundle":
-            return Nested(resource, raw, site, source)
-        if is_resource_type(rtype):
-            return rtype
-        return Rejected(raw or orjson.dumps(resource), unknown_type_reason(rtype), site,
-                        source)
-    if not isinstance(rid, str) or not rid or len(rid) > 64:
-        return Rejected(raw or orjson.dumps(resource), "missing or invalid id", site, source,
-                        rtype)
-    meta = resource.get("meta")
-    if not isinstance(meta, dict):
-        meta = {}
-    version_id = meta.get("versionId")
-    last_updated = meta.get("lastUpdated")
-    try:
-        body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-    except (TypeError, orjson.JSONEncodeError) as exc:  # e.g. nesting deeper than orjson allows
-        return Rejected(raw or repr(resource)[:100_000], f"cannot be stored: {exc}", site,
-                        source, rtype)
-    if ABSOLUTE_REFERENCE.search(body):  # rare: most exports use relative references
-        problem = foreign_reference(resource, base)
-        if problem:
-            return Rejected(raw or body, problem, site, source, rtype, rid)
-    digest = content_hash(body)
-    kept = trim.trimmed(resource) if trim is not None else None
-    if kept is not None:
-        body = orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
-    return _Pending(
-        site=site,
-        rtype=rtype,
-        rid=rid,
-        version_id=str(version_id) if version_id is not None else None,
-        last_updated=str(last_updated) if last_updated is not None else None,
-        digest=digest,
-        body=body.decode(),
-        source=source,
-        deleted=deleted,
-        trimmed=trim.digest if kept is not None and trim is not None else None,
-        contact=contact_of(resource, today_text()) if kept is not None else None,
-    )
-
-
 class _Stored(NamedTuple):
     """A stored row as the batch writer compares it with a new copy of the resource."""
 
@@ -251,6 +91,7 @@ class _Stored(NamedTuple):
     deleted: bool
     trimmed: str | None  # the trim digest when stored as its code only
     this_load: bool  # written earlier in this same load
+
 
 #: ``RawStore(trim=DEFAULT)``: the filter of the current mappings/ (connector.codes.labfilter).
 DEFAULT: Any = object()
@@ -269,7 +110,7 @@ class RawStore:
         self.batch_size = batch_size
         self.trim: ObservationTrim | None = default_trim() if trim is DEFAULT else trim
         self.counts = StoreCounts()
-        self._pending: dict[tuple[str, str, str], _Pending] = {}
+        self._pending: dict[tuple[str, str, str], Pending] = {}
         self._fetched_at = loaded_at or _utcnow()
         self._mark: Any = None
         #: the base URL of the server the resources come from (None for a folder): an
@@ -331,7 +172,7 @@ class RawStore:
         if len(self._pending) >= self.batch_size:
             self.flush()
 
-    def _conflict(self, item: _Pending, stored: tuple[str | None, str | None],
+    def _conflict(self, item: Pending, stored: tuple[str | None, str | None],
                   stored_body: str | Callable[[], str]) -> bool:
         """Count an id met twice in one load with different content; True when ``item``
         (the later in file order) is the copy kept.
@@ -382,7 +223,7 @@ class RawStore:
 
     # -- output -----------------------------------------------------------
 
-    def _existing(self, items: list[_Pending]) -> dict[tuple[str, str, str], _Stored]:
+    def _existing(self, items: list[Pending]) -> dict[tuple[str, str, str], _Stored]:
         """The stored (version, lastUpdated, hash, deleted, trimmed) of the batch's ids.
 
         Asked per (site, type) with ``resource_id IN (...)``: a row-value
@@ -398,7 +239,7 @@ class RawStore:
                 chunk = ids[start:start + _ID_CHUNK]
                 # driver-level SQL: building the statement in SQLAlchemy costs more than
                 # the lookup itself
-                rows = self.conn.exec_driver_sql(_lookup_sql(self.conn.dialect, len(chunk)),
+                rows = self.conn.exec_driver_sql(lookup_sql(self.conn.dialect, len(chunk)),
                                                  (self._load_mark(), site, rtype, *chunk))
                 for rid, version, updated, digest, deleted, trimmed, this_load in rows:
                     existing[(site, rtype, rid)] = _Stored(version, updated, digest,
@@ -409,15 +250,15 @@ class RawStore:
     def _load_mark(self) -> Any:
         """This load's ``fetched_at`` as the driver stores it (compared in ``_existing``)."""
         if self._mark is None:
-            self._mark = _insert_plan(self.conn.dialect, self._fetched_at)[1]
+            self._mark = insert_plan(self.conn.dialect, self._fetched_at)[1]
         return self._mark
 
-    def _stored_body(self, item: _Pending) -> str:
+    def _stored_body(self, item: Pending) -> str:
         return self.conn.execute(select(RawResource.body).where(
             RawResource.site == item.site, RawResource.resource_type == item.rtype,
             RawResource.resource_id == item.rid)).scalar_one()
 
-    def _values(self, item: _Pending) -> dict[str, Any]:
+    def _values(self, item: Pending) -> dict[str, Any]:
         return {
             "site": item.site, "resource_type": item.rtype, "resource_id": item.rid,
             "version_id": item.version_id, "last_updated": item.last_updated,
@@ -426,7 +267,7 @@ class RawStore:
             "body": item.body,
         }
 
-    def _insert(self, items: list[_Pending]) -> None:
+    def _insert(self, items: list[Pending]) -> None:
         """Insert new rows with one driver-level ``executemany``.
 
         SQLAlchemy's own executemany processes every parameter of every row in
@@ -434,12 +275,12 @@ class RawStore:
         flags) are converted once with the column types' own processors and the
         rows go to the driver as plain tuples.
         """
-        sql, fetched, flags = _insert_plan(self.conn.dialect, self._fetched_at)
+        sql, fetched, flags = insert_plan(self.conn.dialect, self._fetched_at)
         rows = [(i.site, i.rtype, i.rid, i.version_id, i.last_updated, fetched, i.digest,
                  i.source, flags[i.deleted], i.trimmed, i.body) for i in items]
         self.conn.exec_driver_sql(sql, rows)
 
-    def _write_contacts(self, items: list[_Pending]) -> None:
+    def _write_contacts(self, items: list[Pending]) -> None:
         """The last day of the batch's trimmed Observations, per patient (a later day only)."""
         book: dict[tuple[str, str], str] = {}
         for item in items:
@@ -455,9 +296,9 @@ class RawStore:
         self._pending.clear()
         self._write_contacts(items)
         existing = self._existing(items)
-        inserts: list[_Pending] = []
+        inserts: list[Pending] = []
         updates: list[dict[str, Any]] = []
-        retrimmed: list[_Pending] = []
+        retrimmed: list[Pending] = []
         for item in items:
             old = existing.get((item.site, item.rtype, item.rid))
             if old is None:
@@ -503,48 +344,6 @@ class RawStore:
             )
 
 
-_INSERT_COLUMNS = ("site", "resource_type", "resource_id", "version_id", "last_updated",
-                   "fetched_at", "content_hash", "source", "deleted", "trimmed", "body")
-
-
-_LOOKUP_COLUMNS = ("resource_id", "version_id", "last_updated", "content_hash", "deleted",
-                   "trimmed")
-
-
-_LOOKUPS: dict[tuple[str, str, int], str] = {}
-
-
-def _lookup_sql(dialect: Dialect, n_ids: int) -> str:
-    """SELECT the stored state of ``n_ids`` ids of one site and type, in the driver's style.
-
-    Remembered by dialect name, parameter style and count (not by the dialect object,
-    which lives only as long as its engine)."""
-    key = (dialect.name, dialect.paramstyle, n_ids)
-    if key not in _LOOKUPS:
-        _LOOKUPS[key] = _build_lookup_sql(dialect, n_ids)
-    return _LOOKUPS[key]
-
-
-def _build_lookup_sql(dialect: Dialect, n_ids: int) -> str:
-    mark = PLACEHOLDERS.get(dialect.paramstyle)
-    if mark is None:
-        raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
-    prep = dialect.identifier_preparer
-    table = prep.format_table(RawResource.__table__)
-    return (f"SELECT {', '.join(prep.quote(c) for c in _LOOKUP_COLUMNS)}, "  # noqa: S608
-            f"CASE WHEN {prep.quote('fetched_at')} = {mark} THEN 1 ELSE 0 END "
-            f"FROM {table} WHERE {prep.quote('site')} = {mark} "
-            f"AND {prep.quote('resource_type')} = {mark} "
-            f"AND {prep.quote('resource_id')} IN ({', '.join([mark] * n_ids)})")
-
-
-def _insert_plan(dialect: Dialect, fetched_at: dt.datetime
-                 ) -> tuple[str, Any, dict[bool, Any]]:
-    """(INSERT statement in the driver's parameter style, load time, deleted flags) as the
-    driver expects them, converted by the same column types SQLAlchemy would use."""
-    table = RawResource.__table__
-    sql = insert_sql(dialect, table, _INSERT_COLUMNS)
-    if sql is None:
-        raise NotImplementedError(f"parameter style {dialect.paramstyle!r}")
-    return sql, bind_value(dialect, table, "fetched_at", fetched_at), {
-        flag: bind_value(dialect, table, "deleted", flag) for flag in (False, True)}
+__all__ = ["BATCH_SIZE", "CONFLICT_REASON", "DEFAULT", "WANTED_TYPES", "Nested", "Pending",
+           "Prepared", "RawStore", "Rejected", "StoreCounts", "content_hash", "is_newer",
+           "prepare", "prepare_raw", "version_order"]

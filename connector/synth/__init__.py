@@ -6,7 +6,8 @@ random streams, seeded from (seed, kind, number), so a cohort of 80 starts with
 the same 79 patients as a cohort of 79, and no clock is ever read.
 
 Modules: ``params`` (every number), ``catalog`` (drugs, codes, regimens),
-``labs`` (IMWG-safe lab values), ``timeline`` (the clinical course), ``noise``
+``labs`` (IMWG-safe lab values), ``timeline`` (the clinical course, from
+``draws`` and ``regimens``), ``excluded`` (patients the study excludes), ``noise``
 (extract imperfections), ``fhir`` (resources), ``truth``, ``writer``.
 """
 
@@ -21,9 +22,10 @@ from typing import Any
 from connector.synth import noise as noise_mod
 from connector.synth.course import Course
 from connector.synth.covariates import draw_covariates
+from connector.synth.excluded import build_no_car_t, build_non_bcma
 from connector.synth.fhir import FhirBuilder, site_name
 from connector.synth.params import DEFAULT_PARAMS, SynthParams
-from connector.synth.timeline import CohortPatient, build_no_car_t, build_non_bcma
+from connector.synth.timeline import CohortPatient
 from connector.synth.truth import patient_truth
 from connector.synth.writer import NdjsonWriter, write_truth
 

@@ -20,250 +20,34 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
 
 from connector.synth import catalog as cat
-from connector.synth.course import Assessment, Course, Dose, LineTruth, Proc, ordinal
-from connector.synth.labs import DESCENTS, RANK, LabTrack, Marker, SegmentResult, best_of
+from connector.synth.course import Assessment, Course, Dose, Proc, ordinal
+from connector.synth.draws import (
+    DAYS_PER_MONTH,
+    Retry,
+    demographics,
+    draw_response,
+    fit_under_ceiling,
+    lognormal_days,
+    setup_marker,
+    weighted,
+)
+from connector.synth.labs import DESCENTS, LabTrack, SegmentResult
 from connector.synth.params import SynthParams
-
-DAYS_PER_MONTH = 30.4375
-
-
-class Retry(Exception):
-    """The drawn course does not fit before the cutoff; draw again."""
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def weighted(rng: random.Random, items: Sequence[tuple[str, float]]) -> str:
-    total = sum(w for _, w in items)
-    x = rng.random() * total
-    for key, w in items:
-        x -= w
-        if x < 0:
-            return key
-    return items[-1][0]
-
-
-def lognormal_days(rng: random.Random, median: float, sigma: float) -> float:
-    return median * math.exp(rng.gauss(0.0, sigma))
-
-
-def lay_regimen(course: Course, regimen: cat.Regimen, start: int, stop: int,
-                line: int, added: dict[str, int] | None = None) -> None:
-    """Doses of a cyclic regimen from ``start`` until before ``stop``.
-
-    An oral cycle running into ``stop`` (progression confirmed, death, end of data)
-    is recorded as stopped the day before. ``added`` gives components added later
-    (drug key -> first day offset): their earlier doses are not given.
-    """
-    for comp in regimen.components:
-        oral = isinstance(comp.schedule, cat.Oral)
-        first = (added or {}).get(comp.drug, 0)
-        for off in cat.dose_offsets(comp.schedule):
-            if off < first:
-                continue
-            day = start + off
-            if day >= stop:
-                break
-            if oral:
-                end = min(day + comp.schedule.period_days - 1, stop - 1)
-                course.doses.append(Dose(comp.drug, day, end, line))
-            else:
-                course.doses.append(Dose(comp.drug, day, None, line))
-
-
-def lay_car_t(course: Course, product: str, infusion: int, line: int,
-              params: SynthParams) -> None:
-    """Cyclophosphamide + fludarabine on days -5..-3, then the product on day 0."""
-    for offset in params.lymphodepletion_days:
-        for drug, _ in cat.LYMPHODEPLETION:
-            course.doses.append(Dose(drug, infusion + offset, None, line))
-    course.doses.append(Dose(product, infusion, None, line))
-    course.procs.append(Proc("car_t_infusion", infusion, product))
-
-
-def demographics(rng: random.Random, p: SynthParams, index_day: int) -> tuple[int, str]:
-    age = min(max(rng.gauss(p.age_at_index_mean, p.age_at_index_sd), p.age_at_index_min),
-              p.age_at_index_max + 0.99)
-    birth = index_day - int(age * 365.25)
-    return birth, ("female" if rng.random() < p.p_female else "male")
-
-
-def setup_marker(course: Course, rng: random.Random, p: SynthParams) -> tuple[Marker, float]:
-    """Decide the disease type and the first baseline value."""
-    course.flc_only = rng.random() < p.p_flc_only
-    course.kappa_involved = rng.random() < p.p_kappa
-    course.uninvolved_flc = round(rng.uniform(6.0, 16.0), 1)
-    course.flc_per_g_dl = round(rng.uniform(20.0, 80.0), 1)
-    if course.flc_only:
-        # Immunoparesis: a low uninvolved chain keeps VGPR ratios abnormal (labs.Marker).
-        course.uninvolved_flc = round(rng.uniform(3.5, 6.0), 1)
-        baseline = round(rng.uniform(*p.flc_only_baseline_dflc_mg_l), 1)
-        m0 = 0.0 if rng.random() < 0.5 else rng.uniform(0.1, 0.3)
-        course.m_protein_scale = m0 / baseline
-        return Marker(False, p.flc_floor_at_line_start_mg_l, p.burden_ceiling_dflc_mg_l,
-                      vgpr_floor=round(3.6 * course.uninvolved_flc, 1)), baseline
-    baseline = round(rng.uniform(*p.serum_baseline_g_dl), 2)
-    return Marker(True, p.serum_floor_at_line_start_g_dl, p.burden_ceiling_serum_g_dl), baseline
-
-
-def draw_response(rng: random.Random, p: SynthParams, group: str,
-                  flc_only: bool) -> tuple[str, tuple[str, ...]]:
-    """A best response (no MR for FLC-only disease) and the way down to it."""
-    probs = dict(p.response_probs[group]) if group in p.response_probs else dict(
-        p.post_car_t_response)
-    if flc_only and "MR" in probs:
-        probs["SD"] = probs.get("SD", 0.0) + probs.pop("MR")
-    category = weighted(rng, list(probs.items()))
-    descents = DESCENTS[category]
-    if flc_only:
-        descents = tuple(d for d in descents if "MR" not in d) or ((),)
-    return category, descents[rng.randrange(len(descents))]
-
-
-def fit_under_ceiling(marker: Marker, baseline: float, category: str,
-                      descent: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
-    """A best response deep enough that the line's progression stays under the cap.
-
-    A line starting near the ceiling with SD or PD would progress above it; such a
-    line gets MR instead (PR for FLC-only disease, which has no MR), or PR when even
-    an MR nadir is too high. Lines starting lower keep their drawn response.
-    """
-    for better in ("MR", "PR"):
-        if marker.room_for_progression(baseline, category) or RANK[category] >= RANK[better]:
-            continue
-        if better == "MR" and not marker.serum:
-            continue
-        category, descent = better, ()
-    return category, descent
-
-
-#: Induction before high-dose melphalan and ASCT (carfilzomib-dexamethasone, days 1, 8, 15).
-INDUCTION = cat.Regimen("induction", "carfilzomib-dexamethasone", "cyclic",
-                        tuple(c for c in cat.NON_TCE_REGIMENS["kpd"].components
-                              if c.drug != "pomalidomide"))
-
-#: Antibodies that may join a running Pd a month or two in (DPd, IsaPd, EloPd).
-ADDED_LATER = ("dara_sc", "dara_iv", "isatuximab", "elotuzumab")
-
-MAINTENANCE = cat.Regimen("maint", "lenalidomide", "cyclic",
-                          (cat.Component("lenalidomide", cat.ORAL),))
-
-
-# ------------------------------------------------------------------ before index
-
-
-def prior_and_bridging(course: Course, rng: random.Random, p: SynthParams, index: int,
-                       product: str) -> list[str]:
-    """Recorded prior regimens, apheresis, bridging, lymphodepletion and the infusion."""
-    apheresis = index - rng.randint(*p.apheresis_to_infusion_days)
-    n_prior = 2 if rng.random() < p.p_two_prior_regimens else 1
-    keys = rng.sample(cat.PRIOR_REGIMENS, n_prior)
-    end = apheresis - rng.randint(7, 30)
-    for key in keys:
-        start = end - rng.randint(*p.prior_regimen_days)
-        lay_regimen(course, cat.NON_TCE_REGIMENS[key], start, end + 1, 0)
-        end = start - rng.randint(14, 60)
-    course.procs.append(Proc("car_t_harvest", apheresis))
-    if rng.random() < p.p_bridging:
-        bridge = cat.BRIDGING[rng.choice(sorted(cat.BRIDGING))]
-        start = apheresis + rng.randint(3, 7)
-        stop = index + min(p.lymphodepletion_days) - 10
-        if stop - start >= 7:
-            lay_regimen(course, bridge, start, stop, 0)
-    lay_car_t(course, product, index, 0, p)
-    return keys
-
-
-def index_product_key(rng: random.Random, p: SynthParams) -> str:
-    return "ide_cel" if rng.random() < p.p_ide_cel else "cilta_cel"
-
-
-# --------------------------------------------------------------- salvage lines
-
-
-def tce_availability(p: SynthParams, day: int) -> float:
-    """How available TCE was on ``day`` (0..1): mostly trials before the approvals."""
-    lo, hi = (ordinal(d) for d in p.tce_availability_ramp)
-    if day >= hi:
-        return 1.0
-    if day <= lo:
-        return p.tce_early_factor
-    return p.tce_early_factor + (1.0 - p.tce_early_factor) * (day - lo) / (hi - lo)
-
-
-def by_line(values: Sequence[float], line: int) -> float:
-    """The value for salvage line ``line`` (1-based); the last value repeats."""
-    return values[min(line, len(values)) - 1]
-
-
-def choose_regimen(rng: random.Random, p: SynthParams, line: int, previous: frozenset[str],
-                   used: set[str], other_product: str, allow_car_t: bool,
-                   day: int) -> tuple[str, cat.Regimen]:
-    """A regimen not given before that adds a drug the previous line lacked."""
-    p_tce = by_line(p.p_tce_by_line, line) * tce_availability(p, day)
-    pools = [("tce", p.tce_weights), ("non_tce", p.non_tce_weights)]
-    if rng.random() >= p_tce:
-        pools.reverse()
-    for _, weights in pools:
-        options: list[tuple[str, float]] = []
-        for key, w in weights.items():
-            if key in used or w <= 0:
-                continue
-            if key == "car_t" and not allow_car_t:
-                continue
-            reg = _resolve(key, other_product)
-            if reg.ingredients - previous - {"dexamethasone"}:
-                options.append((key, w))
-        if options:
-            key = weighted(rng, options)
-            regimen = _resolve(key, other_product)
-            if key == "dara_pom_dex" and rng.random() >= p.p_daratumumab_sc:
-                regimen = _dara_iv(regimen)
-            return key, regimen
-    raise Retry("no regimen left")  # unreachable with the default catalog
-
-
-def _resolve(key: str, other_product: str) -> cat.Regimen:
-    if key == "car_t":
-        return cat.car_t_regimen(other_product)
-    return cat.TCE_REGIMENS.get(key) or cat.NON_TCE_REGIMENS[key]
-
-
-def _dara_iv(regimen: cat.Regimen) -> cat.Regimen:
-    comps = tuple(cat.Component("dara_iv", c.schedule) if c.drug == "dara_sc" else c
-                  for c in regimen.components)
-    return cat.Regimen(regimen.key, regimen.label, regimen.kind, comps)
-
-
-def _group(regimen: cat.Regimen) -> str:
-    if regimen.is_tce:
-        return "tce"
-    return "asct" if regimen.kind == "asct" else "non_tce"
-
-
-def _line_truth(course: Course, line: int, key: str, start: int, seg: SegmentResult,
-                transplant: bool) -> LineTruth:
-    doses = [d for d in course.doses if d.line == line and d.status == "completed"]
-    ingredients = sorted({cat.DRUGS[d.drug].ingredient for d in doses})
-    end = max(d.end if d.end is not None else d.day for d in doses)
-    procs = [pr.day for pr in course.procs if pr.kind != "car_t_harvest" and start <= pr.day
-             and pr.day <= end + 7]
-    end = max([end, *procs])
-    frozen = frozenset(ingredients)
-    return LineTruth(
-        line=line, regimen=key, start=start, end=end, ingredients=ingredients,
-        therapy_class=cat.therapy_class_of(frozen),
-        subclass=cat.subclass_of(frozen, transplant),
-        best_response=best_of(seg.labels),
-        pfs_event=seg.pd_day if seg.outcome == "pd" else seg.death_day,
-        pfs_censor=seg.last_day if seg.outcome == "censored" else None,
-        pfs_event_kind="pd" if seg.outcome == "pd" else (
-            "death" if seg.death_day is not None else ""),
-    )
+from connector.synth.regimens import (
+    ADDED_LATER,
+    INDUCTION,
+    MAINTENANCE,
+    by_line,
+    choose_regimen,
+    index_product_key,
+    lay_car_t,
+    lay_regimen,
+    line_truth,
+    prior_and_bridging,
+    regimen_group,
+)
 
 
 class CohortPatient:
@@ -477,7 +261,7 @@ class CohortPatient:
                   regimen: cat.Regimen, start: int,
                   lead_in: Assessment | None = None) -> SegmentResult:
         rng, p = self.rng, self.p
-        group = _group(regimen)
+        group = regimen_group(regimen)
         category, descent = draw_response(rng, p, group, course.flc_only)
         category, descent = fit_under_ceiling(track.marker, track.last.value, category,
                                               descent)
@@ -533,7 +317,7 @@ class CohortPatient:
             lay_regimen(course, regimen, start, stop, line,
                         self._added_later(regimen, track, start, stop, seg))
         self._drop_cr_evidence(track, start, seg)
-        course.lines.append(_line_truth(course, line, key, start, seg, transplant))
+        course.lines.append(line_truth(course, line, key, start, seg, transplant))
         return seg
 
     def _bridging_days(self, apheresis: int | None, ld_start: int) -> int:
@@ -632,66 +416,7 @@ class CohortPatient:
         key = weighted(rng, options)
         lay_regimen(course, cat.NON_TCE_REGIMENS[key], start, death, 1)
         seg = SegmentResult("death", [], death_day=death)
-        course.lines.append(_line_truth(course, 1, key, start, seg, False))
+        course.lines.append(line_truth(course, 1, key, start, seg, False))
         course.death_day = death
         course.assessments = [a for a in track.points if a.day <= index]
         return self._finish(course)
-
-
-# ------------------------------------------------------------- excluded patients
-
-
-def build_no_car_t(rng: random.Random, p: SynthParams, site: str, with_harvest: bool) -> Course:
-    """A myeloma patient treated without any CAR-T (perhaps collected but never infused)."""
-    cutoff = ordinal(p.data_cutoff)
-    hi = min(ordinal(p.index_date_max), cutoff - 365)
-    first = rng.randint(min(ordinal(p.index_date_min), hi), hi)
-    birth, gender = demographics(rng, p, first)
-    course = Course(kind="no_car_t", site=site, birth_date=birth, gender=gender)
-    marker, baseline = setup_marker(course, rng, p)
-    track = LabTrack(rng, p, marker, cutoff)
-    track.add(first - rng.randint(7, 30), baseline, "pre")
-    start = first
-    keys = rng.sample([k for k, r in cat.NON_TCE_REGIMENS.items() if r.kind == "cyclic"],
-                      rng.randint(2, 3))
-    end = start
-    for key in keys:
-        end = min(start + rng.randint(90, 240), cutoff - 60)
-        if end <= start + 30:
-            break
-        lay_regimen(course, cat.NON_TCE_REGIMENS[key], start, end, 0)
-        start = end + rng.randint(7, 30)
-    if with_harvest:
-        course.procs.append(Proc("car_t_harvest", min(end + 10, cutoff - 30)))
-    stop = min(end + rng.randint(30, 120), cutoff)
-    day = track.last.day + track.interval()
-    while day <= stop:
-        value = marker.rnd(min(marker.cap, max(marker.step,
-                                               track.last.value * rng.uniform(0.85, 1.12))))
-        track.add(day, value, "pre")
-        day += track.interval()
-    course.assessments = track.points
-    last = course.assessments[-1].day
-    course.doses = [d for d in course.doses if (d.end or d.day) <= last]
-    course.procs = [pr for pr in course.procs if pr.day <= last]
-    course.last_contact = last
-    return course
-
-
-def build_non_bcma(rng: random.Random, p: SynthParams, site: str) -> Course:
-    """A lymphoma patient given a CD19 CAR-T (axicabtagene ciloleucel)."""
-    cutoff = ordinal(p.data_cutoff)
-    hi = min(ordinal(p.index_date_max), cutoff - 90)
-    index = rng.randint(min(ordinal(p.index_date_min), hi), hi)
-    birth, gender = demographics(rng, p, index)
-    course = Course(kind="non_bcma_car_t", site=site, birth_date=birth, gender=gender,
-                    myeloma=False)
-    course.procs.append(Proc("car_t_harvest", index - rng.randint(30, 45)))
-    lay_car_t(course, "axi_cel", index, 0, p)
-    day = index - rng.randint(40, 60)
-    stop = min(cutoff, index + rng.randint(300, 700))
-    while day <= stop:
-        course.context_days.append(day)
-        day += rng.randint(30, 60)
-    course.last_contact = max(course.context_days[-1], index)
-    return course

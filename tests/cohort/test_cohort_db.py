@@ -7,7 +7,7 @@ from cohort_builders import RELAPSE_SERUM, course, d, index_cilta
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-import connector.cohort.build as build
+import connector.cohort.derived as derived
 from connector.cohort import run_derive
 from connector.db import get_engine, init_db
 from connector.db.models import (
@@ -110,7 +110,7 @@ def test_failed_run_leaves_the_old_tables(loaded, monkeypatch):
     run_derive(loaded)
     before = (_rows(loaded, CohortPatient), _rows(loaded, TherapyLine))
     calls = {"n": 0}
-    real = build.derive_normalized
+    real = derived.derive_normalized
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -118,7 +118,7 @@ def test_failed_run_leaves_the_old_tables(loaded, monkeypatch):
             raise RuntimeError("boom")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(build, "derive_normalized", flaky)
+    monkeypatch.setattr(derived, "derive_normalized", flaky)
     with pytest.raises(RuntimeError):
         run_derive(loaded)
     assert (_rows(loaded, CohortPatient), _rows(loaded, TherapyLine)) == before

@@ -15,6 +15,9 @@ from sqlalchemy import insert, select
 from sqlmodel import Session
 
 import connector.cohort.build as build
+import connector.cohort.derived as derived
+import connector.cohort.timelines as reading
+import connector.cohort.workers as pool
 from connector.cohort import derive_patient, run_derive
 from connector.cohort.model import PatientInfo, PatientTimeline
 from connector.db import get_engine, init_db
@@ -108,8 +111,8 @@ def _expected(timelines: list[PatientTimeline]) -> tuple[list[tuple], list[tuple
             tl.patient, sorted(tl.exposures, key=lambda e: (e.start, e.ingredient)),
             sorted(tl.procedures, key=lambda p: (p.date, p.category, p.product)),
             sorted(tl.labs, key=lambda x: (x.date, x.analyte)), RULES)
-        patients.append(build._patient_row(rec))
-        lines += [build._line_row(rec, line) for line in recs]
+        patients.append(derived.patient_row(rec))
+        lines += [derived.line_row(rec, line) for line in recs]
     return _as_rows(patients), _as_rows(lines)
 
 
@@ -132,7 +135,7 @@ def cohort_db(engine):
 
 def _check(engine, timelines: list[PatientTimeline], workers: int, caplog) -> None:  # noqa: ANN001
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="connector.cohort.build"):
+    with caplog.at_level(logging.WARNING, logger="connector.cohort.timelines"):
         summary = run_derive(engine, workers=workers)
     patients, lines = _expected(timelines)
     assert _rows(engine, CohortPatient) == patients
@@ -158,7 +161,7 @@ def test_streamed_derive_equals_each_timeline_derived_alone(cohort_db, caplog):
 
 def test_worker_processes_give_the_same_tables(cohort_db, caplog, monkeypatch):
     engine, timelines = cohort_db
-    monkeypatch.setattr(build, "CHUNK_PATIENTS", 5)  # ranges start and end mid-site
+    monkeypatch.setattr(pool, "CHUNK_PATIENTS", 5)  # ranges start and end mid-site
     _check(engine, timelines, 2, caplog)
     _check(engine, timelines, 1, caplog)  # and a rerun in-process replaces them exactly
 
@@ -172,7 +175,7 @@ def test_a_failing_worker_leaves_the_old_tables(cohort_db, monkeypatch):
             "INSERT INTO medication_exposure (site, patient_source_id, source_type, source_id,"
             " ingredient, drug_class, start_date) VALUES ('site_b', 'zz', 'x', 'bad',"
             " 'dexamethasone', 'steroid', 'not a date')")
-    monkeypatch.setattr(build, "CHUNK_PATIENTS", 5)
+    monkeypatch.setattr(pool, "CHUNK_PATIENTS", 5)
     with pytest.raises(ValueError):
         run_derive(engine, workers=2)
     assert (_rows(engine, CohortPatient), _rows(engine, TherapyLine)) == before
@@ -190,7 +193,7 @@ def test_timelines_come_one_patient_at_a_time_in_database_order(cohort_db):
     with engine.connect() as conn:
         order = [tuple(r) for r in conn.execute(
             select(Patient.site, Patient.source_id).order_by(Patient.site, Patient.source_id))]
-        stream = build.iter_timelines(conn, rules=RULES)
+        stream = reading.iter_timelines(conn, rules=RULES)
         first = next(stream)
         assert (first.patient.site, first.patient.source_id) == order[0]
         rest = list(stream)
@@ -218,7 +221,7 @@ def test_streaming_holds_one_patient_not_all(engine, monkeypatch):
         tl.exposures += course(["dexamethasone"], 500, 500 + 299, every=1)  # 300 more rows
         timelines.append(tl)
     _fill(engine, timelines, [])
-    monkeypatch.setattr(build, "FETCH_ROWS", 50)
+    monkeypatch.setattr(reading, "FETCH_ROWS", 50)
 
     def peak(walk) -> int:  # noqa: ANN001
         with engine.connect() as conn:
@@ -230,12 +233,12 @@ def test_streaming_holds_one_patient_not_all(engine, monkeypatch):
                 tracemalloc.stop()
 
     def stream(conn) -> None:  # noqa: ANN001
-        for _ in build.iter_timelines(conn, rules=RULES):
+        for _ in reading.iter_timelines(conn, rules=RULES):
             pass
 
     peak(stream)  # compiles and caches the statements, which is no patient data
     streamed = peak(stream)
-    held = peak(lambda conn: build.load_timelines(conn, rules=RULES))
+    held = peak(lambda conn: reading.load_timelines(conn, rules=RULES))
     assert streamed * 8 < held, (streamed, held)
 
 
@@ -247,12 +250,12 @@ def test_the_walk_follows_the_database_collation_not_python_order():
     groups = iter([(("s", "0"), [(1,)]), (("s", "a"), ["a1", "a2"]), (("s", "b0"), [(1,), (2,)]),
                    (("s", "c"), ["c1"]), (("s", "z"), [(1,)])])
     orphans: Counter[str] = Counter()
-    stream = build._Stream("exposures", "medication_exposure", groups, ranks, orphans)
+    stream = reading.Stream("exposures", "medication_exposure", groups, ranks, orphans)
     assert [stream.take(n) for n in range(3)] == [["a1", "a2"], [], ["c1"]]
     stream.drain()
     assert orphans == {"medication_exposure": 4}
 
-    backwards = build._Stream("exposures", "medication_exposure",
+    backwards = reading.Stream("exposures", "medication_exposure",
                               iter([(("s", "c"), ["c1"]), (("s", "a"), ["a1"])]), ranks,
                               Counter())
     assert backwards.take(0) == [] and backwards.take(1) == [] and backwards.take(2) == ["c1"]
@@ -262,21 +265,21 @@ def test_the_walk_follows_the_database_collation_not_python_order():
 
 def test_chunks_cover_every_key_once():
     keys = [("a", str(n)) for n in range(11)]
-    chunks = build._chunks(keys, 4)
+    chunks = pool._chunks(keys, 4)
     assert [n for _, n in chunks] == [4, 4, 3]
     assert [b for b, _ in chunks] == [(None, ("a", "4")), (("a", "4"), ("a", "8")),
                                       (("a", "8"), None)]
-    assert build._chunks([], 4) == []
+    assert pool._chunks([], 4) == []
 
 
 def test_small_or_memory_databases_derive_in_process(engine):
     with engine.connect() as conn:
-        assert build.worker_count(engine, conn, 10) == 1
-        assert build.worker_count(engine, conn, 50_000) in (1, 2)
+        assert pool.worker_count(engine, conn, 10) == 1
+        assert pool.worker_count(engine, conn, 50_000) in (1, 2)
     memory = get_engine("sqlite://")
     init_db(memory)
     with memory.connect() as conn:
-        assert build.worker_count(memory, conn, 50_000) == 1
+        assert pool.worker_count(memory, conn, 50_000) == 1
 
 
 @pytest.mark.postgres
@@ -298,9 +301,9 @@ def test_postgresql_with_a_collation_unlike_python(pg_url, caplog, monkeypatch):
         assert order != sorted(order)  # the point of the test: not Python's order
         timelines = _cohort()
         _fill(engine, timelines, _orphans())
-        monkeypatch.setattr(build, "CHUNK_PATIENTS", 5)
+        monkeypatch.setattr(pool, "CHUNK_PATIENTS", 5)
         monkeypatch.setattr(build, "WRITE_ROWS", 7)  # writes between server-side fetches
-        monkeypatch.setattr(build, "FETCH_ROWS", 50)
+        monkeypatch.setattr(reading, "FETCH_ROWS", 50)
         _check(engine, timelines, 1, caplog)
         _check(engine, timelines, 2, caplog)
     finally:

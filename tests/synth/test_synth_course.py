@@ -13,9 +13,10 @@ import pytest
 
 from connector.synth import simulate
 from connector.synth.course import ordinal
+from connector.synth.draws import fit_under_ceiling
 from connector.synth.labs import PD_RISE, Marker
 from connector.synth.params import DEFAULT_PARAMS
-from connector.synth.timeline import by_line, fit_under_ceiling, tce_availability
+from connector.synth.regimens import by_line, tce_availability
 
 ROOT = Path(__file__).resolve().parents[2]
 LOINC_ANALYTE = {"33358-3": "serum_m_protein", "36916-5": "kappa_flc",
