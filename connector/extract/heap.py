@@ -4,7 +4,7 @@ An extraction parses pages of up to a thousand resources, tens of thousands of d
 and lists each, and keeps a few pages alive while they wait to be stored. CPython's
 cyclic collector starts a collection every 700 new containers and, every so often,
 walks every object the process holds, imports and all; measured on a REST run of the
-default cohort, those walks cost about a fifth of the client's CPU, and on a machine
+default cohort, those walks cost about a quarter of the client's CPU, and on a machine
 shared with the server that CPU is the server's. Parsed JSON holds no reference
 cycles, so the collector finds nothing in it. For the length of a run, therefore:
 
