@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks            # the full run (several minutes; 1M resources, 1 GB)
     python -m benchmarks --quick    # tiny sizes: checks the harness, not the targets
     python -m benchmarks --only b,d --json results.json
+    python -m benchmarks --only a-all   # (a)'s --scope all ratio alone (about a minute)
 
 Sections: (a) REST extraction against a local sekmet-fhir vs the same requests sent
 with plain HTTP; (b) folder NDJSON → normalized tables for three sizes, memory,
@@ -29,7 +30,7 @@ from pathlib import Path
 from benchmarks import machine
 from benchmarks.figures import Report, markdown_table
 from benchmarks.plan import FULL, QUICK, Plan
-from benchmarks.sections import SECTIONS, Context
+from benchmarks.sections import DEFAULT_SECTIONS, SECTIONS, Context
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, to check that the harness works (seconds)")
     parser.add_argument("--only", default="",
-                        help="comma-separated sections to run: a,b,c,d,e (default: all)")
+                        help="comma-separated sections to run: a,b,c,d,e (default: all), "
+                             "or a-all for (a)'s --scope all figure alone")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--markdown", type=Path,
                         help="also write the figures as a Markdown table (docs/benchmarks.md)")
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _exit_on_sigterm()
     plan: Plan = QUICK if args.quick else FULL
-    wanted = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    wanted = [s.strip() for s in args.only.split(",") if s.strip()] or list(DEFAULT_SECTIONS)
     unknown = [s for s in wanted if s not in SECTIONS]
     if unknown:
         print(f"unknown section(s): {', '.join(unknown)}; choose from {', '.join(SECTIONS)}",

@@ -21,6 +21,7 @@ class Plan:
     many_patients: int  # (d)
     template_patients: int  # (d): cohort synth patients copied up to many_patients
     export_bytes: int  # (e)
+    scope_all_rounds: int = 3  # (a) --scope all: rounds of baseline and extraction
 
 
 FULL = Plan(
@@ -43,4 +44,5 @@ QUICK = Plan(
     many_patients=60,
     template_patients=10,
     export_bytes=2_000_000,
+    scope_all_rounds=1,
 )

@@ -139,12 +139,13 @@ class _Recorder:
                     _CHAIN.reset(token)
                 yield page
 
-        def send(client: Any, method: str, url: str, params: Any, headers: Any, data: Any):
+        def send(client: Any, method: str, url: str, params: Any, headers: Any, data: Any,
+                 **kw: Any):
             chain = _CHAIN.get()
             with recorder.lock:
                 recorder.requests.append(
                     (chain, url, [list(p) for p in params] if params else None))
-            return original_send(client, method, url, params, headers, data)
+            return original_send(client, method, url, params, headers, data, **kw)
 
         FhirClient.search = search  # type: ignore[method-assign]
         FhirClient._send = send  # type: ignore[method-assign]

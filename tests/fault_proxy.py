@@ -34,7 +34,12 @@ for tests that change the server at a precise moment (e.g. between two pages).
 ``only`` restricts faults to paths containing that text. ``script`` lists the
 faults (or None) of the next requests, before the random ones apply. ``refuse``
 answers 400 to any path containing one of its strings, as a server does for a
-search parameter it does not support.
+search parameter it does not support. ``count_cap`` makes the server behind look as if
+it served pages of at most that many: a larger ``_count`` is lowered to it before the
+request is forwarded (``count_over_cap = "clamp"``, as HAPI and sekmet do at their own
+maximum, so the answer's links carry the lowered value) or refused with a 400
+(``"reject"``). ``log`` lists ``("in", path)`` when a request arrives and ``("out",
+path)`` when its answer has been sent whole, in the order they happened.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class FaultProxy:
                  hook: Callable[[str, str, int], None] | None = None,
                  script: list[str | None] | None = None,
                  refuse: tuple[str, ...] = (),
+                 count_cap: int | None = None, count_over_cap: str = "clamp",
                  rewrite: Callable[[str, str, int, list[tuple[str, str]], bytes],
                                    Answer | None] | None = None) -> None:
         self.upstream_port = upstream_port
@@ -74,6 +80,8 @@ class FaultProxy:
         self.huge_bytes, self.huge_chunked = 50 << 20, True
         self.bytes_sent = 0
         self.refuse = refuse
+        self.count_cap, self.count_over_cap = count_cap, count_over_cap
+        self.log: list[tuple[str, str]] = []
         self.script = list(script or [])
         self.rate = rate
         self.kinds = kinds
@@ -165,11 +173,21 @@ class _Handler(BaseHTTPRequestHandler):
         proxy = self.owner
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        with proxy.lock:
+            proxy.log.append(("in", self.path))
         if any(text in self.path for text in proxy.refuse):
             self._reply(400, {}, _outcome("search parameter not supported by this server",
                                           code="not-supported"))
             return
         kind = proxy.decide(self.path)
+        asked = _asked_count(self.path)
+        if proxy.count_cap is not None and asked is not None and asked > proxy.count_cap:
+            if proxy.count_over_cap == "reject":
+                self._reply(400, {}, _outcome(f"_count may not exceed {proxy.count_cap}",
+                                              code="invalid"))
+                return
+            self.path = re.sub(r"([?&])_count=\d+", rf"\g<1>_count={proxy.count_cap}",
+                               self.path)
         if kind in ("429", "429-date", "503"):
             status = 503 if kind == "503" else 429
             after = proxy.retry_after
@@ -249,6 +267,11 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(proxy.drip_interval)
         self.wfile.write(content[sent:])
         self.wfile.flush()
+        self._sent()
+
+    def _sent(self) -> None:
+        with self.owner.lock:
+            self.owner.log.append(("out", self.path))
 
     def _huge(self) -> None:
         proxy = self.owner
@@ -295,6 +318,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(content)
         self.wfile.flush()
+        self._sent()
+
+
+def _asked_count(path: str) -> int | None:
+    match = re.search(r"[?&]_count=(\d+)", path)
+    return int(match.group(1)) if match else None
 
 
 def _outcome(text: str, code: str = "transient") -> bytes:

@@ -149,6 +149,8 @@ def reset_proxy(proxy: Any) -> None:
 
     proxy.rate, proxy.script, proxy.hook, proxy.only = 0.0, [], None, None
     proxy.rewrite, proxy.refuse, proxy.bytes_sent = None, (), 0
+    proxy.count_cap, proxy.count_over_cap = None, "clamp"
+    proxy.log.clear()
     proxy.drip_bytes, proxy.drip_interval, proxy.drip_limit = 8, 0.02, 20.0
     proxy.huge_bytes, proxy.huge_chunked = 50 << 20, True
     proxy.kinds = ALL_KINDS

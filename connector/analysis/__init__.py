@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Engine
 
 from connector.analysis.api import Cohort, load_cohort
+from connector.analysis.completeness import load_quality
 from connector.analysis.frames import frames_from_ground_truth, load_tables
 from connector.analysis.results import Analysis, analyze_frames
 from connector.analysis.settings import AnalysisSettings
@@ -29,7 +30,7 @@ def run_analysis(engine: Engine, settings: AnalysisSettings | None = None, *,
         keep = list(sites)
         patients = patients[patients["site"].isin(keep)].reset_index(drop=True)
         lines = lines[lines["site"].isin(keep)].reset_index(drop=True)
-    return analyze_frames(patients, lines, settings)
+    return analyze_frames(patients, lines, settings, quality=load_quality(engine))
 
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "analyze_frames",
     "frames_from_ground_truth",
     "load_cohort",
+    "load_quality",
     "load_tables",
     "run_analysis",
 ]

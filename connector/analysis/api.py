@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from connector.analysis.completeness import load_quality
 from connector.analysis.frames import (
     CohortFrames,
     cohort_frames,
@@ -38,12 +39,14 @@ class Cohort:
     """The derived tables of one database (or ground truth) as DataFrames.
 
     ``patients`` holds every patient (``in_cohort`` says who is in the study),
-    ``lines`` every line; the analysis methods use the in-cohort view.
+    ``lines`` every line; the analysis methods use the in-cohort view. ``quality``:
+    per site, the quarantined and unmapped counts of the database (None without one).
     """
 
     patients: pd.DataFrame
     lines: pd.DataFrame
     settings: AnalysisSettings = field(default_factory=AnalysisSettings)
+    quality: dict[str, dict[str, int]] | None = None
 
     @classmethod
     def from_ground_truth(cls, path: str | Path, **kwargs: Any) -> Cohort:
@@ -117,7 +120,7 @@ class Cohort:
 
     def analyze(self) -> Analysis:
         """Everything, as the pipeline runs it."""
-        return analyze_frames(self.patients, self.lines, self.settings)
+        return analyze_frames(self.patients, self.lines, self.settings, quality=self.quality)
 
 
 def load_cohort(db_url: str, settings: AnalysisSettings | None = None) -> Cohort:
@@ -127,6 +130,7 @@ def load_cohort(db_url: str, settings: AnalysisSettings | None = None) -> Cohort
     engine = get_engine(db_url)
     try:
         patients, lines = load_tables(engine)
+        quality = load_quality(engine)
     finally:
         engine.dispose()
-    return Cohort(patients, lines, settings or AnalysisSettings())
+    return Cohort(patients, lines, settings or AnalysisSettings(), quality)

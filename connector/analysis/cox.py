@@ -23,7 +23,7 @@ import pandas as pd
 from lifelines import CoxPHFitter, CoxTimeVaryingFitter
 
 from connector.analysis.estimates import clean, clean_p
-from connector.analysis.survival import _fit_quietly, tce_exposure_intervals
+from connector.analysis.survival import _fit_quietly, canonical_order, tce_exposure_intervals
 from connector.analysis.table1 import high_risk
 
 CAVEAT = ("TCE and non-TCE treatment were chosen for different patients (by fitness, "
@@ -117,8 +117,10 @@ def pfs_line_adjusted(lines: pd.DataFrame, *, alpha: float = 0.05,
                          "E": valid["pfs_event"].astype(int),
                          "tce": (valid["therapy_class"] == "tce").astype(int),
                          "line_number": valid["line"].astype(float),
-                         "cluster": valid["pid"].astype(str)}).sort_values(
-        ["cluster", "line_number"], kind="mergesort").reset_index(drop=True)
+                         "cluster": valid["pid"].astype(str)})
+    # rows and clusters in an order set by the data alone, so a merged database (keys
+    # instead of source ids) gives the sites' own confidence intervals
+    data = canonical_order(data, ("T", "E", "tce", "line_number"))
     labels = {"tce": "TCE line (vs non-TCE)", "line_number": "line number, per line later"}
     meta = {"n_lines": int(len(data)), "n_patients": int(data["cluster"].nunique()),
             "events": int(data["E"].sum()), "caveat": CAVEAT}

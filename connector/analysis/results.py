@@ -23,6 +23,7 @@ from connector.analysis.frames import RESPONSES, CohortFrames, cohort_frames
 from connector.analysis.nexttreatment import next_treatment_results, per_site_counts
 from connector.analysis.rates import fisher_between, rate_of, rates_by
 from connector.analysis.settings import AnalysisSettings
+from connector.analysis.studygrade import Quality, only_sites, study_grade
 from connector.analysis.survival import (
     KMResult,
     Landmark,
@@ -233,11 +234,14 @@ def _os(cf: CohortFrames, s: AnalysisSettings,
 
 
 def analyze_frames(patients: pd.DataFrame, lines: pd.DataFrame,
-                   settings: AnalysisSettings | None = None) -> Analysis:
+                   settings: AnalysisSettings | None = None, *,
+                   quality: Quality = None) -> Analysis:
     """Every analysis on (patients, lines) frames shaped like the derived tables.
 
     ``patients`` may hold every patient (with ``in_cohort`` and ``exclusion_reason``)
     or only the cohort; a frame without ``in_cohort`` is taken as all in the cohort.
+    ``quality``: per site, the quarantined and unmapped counts the database keeps
+    (``load_quality``); None when the frames have no database (shown as not available).
     """
     s = settings or AnalysisSettings()
     cf = cohort_frames(patients, lines)
@@ -262,6 +266,8 @@ def analyze_frames(patients: pd.DataFrame, lines: pd.DataFrame,
         **next_treatment_results(cf.lines, s.alpha),
         "table1": table1(cf.patients),
         "patient_flow": patient_flow(cf.all_patients, cf.patients),
+        **study_grade(cf, s, fits["os"]["overall"], fits,
+                      only_sites(quality, cf.all_patients["site"].dropna().unique())),
     }
     return Analysis(results=results, patients=cf.patients, lines=cf.lines,
                     all_patients=cf.all_patients, fits=fits, landmark=mark, settings=s)

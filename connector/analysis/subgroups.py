@@ -65,8 +65,8 @@ def patient_groups(patients: pd.DataFrame, lines: pd.DataFrame, early_months: tu
     sites = sorted(patients["site"].dropna().unique().tolist())
     frame["site_group"] = patients["site"]
     if len(sites) == 2:
-        groupings.append(Grouping("site_group", "Centre", tuple(
-            (s, f"centre {s}") for s in sites)))
+        # the label is the site's own name; the report words it
+        groupings.append(Grouping("site_group", "Centre", tuple((s, s) for s in sites)))
     return frame, groupings
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,7 +179,8 @@ def cox_hazard_ratio(frame: pd.DataFrame, duration: str, event: str, flag: str,
                     robust_se=bool(cluster), status="ok")
 
 
-def canonical_order(model_data: pd.DataFrame) -> pd.DataFrame:
+def canonical_order(model_data: pd.DataFrame,
+                    values: Sequence[str] = ("site", "T", "E", "x")) -> pd.DataFrame:
     """Rows in an order that depends only on the data, never on ids or input order.
 
     lifelines' robust (clustered) variance sums in row order, so the last digits of a CI
@@ -186,7 +188,7 @@ def canonical_order(model_data: pd.DataFrame) -> pd.DataFrame:
     database holds pseudonymous keys instead of source ids; ordering rows by their values
     and naming clusters by their content keeps its results identical to the sites' own.
     """
-    value_cols = [c for c in ("site", "T", "E", "x") if c in model_data.columns]
+    value_cols = [c for c in values if c in model_data.columns]
     data = model_data.sort_values(value_cols, kind="mergesort").reset_index(drop=True)
     if "cluster" not in data.columns:
         return data

@@ -50,7 +50,13 @@ from connector.extract.records import (
 )
 from connector.extract.refs import medication_id, subject_patient
 from connector.extract.rest_deletions import sync_deletions
-from connector.extract.rest_jobs import Job, all_jobs, medication_jobs, patient_jobs
+from connector.extract.rest_jobs import (
+    Job,
+    all_jobs,
+    largest_first,
+    medication_jobs,
+    patient_jobs,
+)
 from connector.extract.rest_runner import Pager, run_concurrently
 from connector.extract.rest_screen import listed_patients, screen
 from connector.extract.run import ExtractSummary
@@ -142,15 +148,15 @@ class RemoteExtraction:
     def _extract(self) -> dict[str, str]:
         caps = self.client.capabilities()
         self._check(caps)
-        if self.config.page_size is None:  # the largest page the server accepts
-            self.client.page_size = choose_page_size(self.client).size
+        # the largest page the server accepts, never more than the config says
+        self.client.page_size = choose_page_size(self.client, caps, self.config.page_size).size
         self.t0 = self.pager.floor = self._server_time()
         self.watermarks = load_watermarks(self.engine, self.site, self.mode)
         types = [t for t in self.config.resource_types]
         if self.config.scope == "all":
             # one phase for all types, as for a cohort: while one search waits for the
             # server or the rate limit, the others' pages are read and stored
-            self._phase("records", [job for rtype in types
+            self._phase("records", [job for rtype in largest_first(types)
                                     for job in all_jobs(self.config, rtype, self._since(rtype))])
         else:
             full, incremental = self._patients()

@@ -98,6 +98,23 @@ def category_params(config: SiteConfig, rtype: str) -> list[Params]:
     return [[]]
 
 
+#: The types that hold most of a hospital's resources, largest first: laboratory results
+#: and vital signs, then the administrations of every inpatient drug.
+LARGEST_TYPES = ("Observation", "MedicationAdministration")
+
+
+def largest_first(types: Iterable[str]) -> list[str]:
+    """``types`` with the usually largest first (``LARGEST_TYPES``), the rest in order.
+
+    With one search a type (``scope = "all"``) a run lasts at least as long as its
+    longest search, whose pages follow one another. Started first, it shares the
+    server with the short ones; started last, it would run alone at the end, a page at
+    a time, while the other workers have nothing left to do."""
+    types = list(types)
+    return [t for t in LARGEST_TYPES if t in types] + [t for t in types
+                                                       if t not in LARGEST_TYPES]
+
+
 def all_jobs(config: SiteConfig, rtype: str, since: str | None) -> list[Job]:
     """``scope = "all"``: every resource of ``rtype`` (changed since ``since``)."""
     return [Job(rtype, [*recent(since), *extra]) for extra in category_params(config, rtype)]

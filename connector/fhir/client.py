@@ -45,8 +45,8 @@ from connector.fhir.errors import (
     PagingError,
     RetryExhausted,
 )
-from connector.fhir.limits import Limits, RunClock, SearchTally, bounded_response
-from connector.fhir.prefetch import PagePrefetcher
+from connector.fhir.limits import Limits, RunClock, SearchTally, Watch, bounded_response
+from connector.fhir.prefetch import Fetcher, Offer, PagePrefetcher
 from connector.fhir.ratelimit import RateLimiter
 from connector.fhir.redact import (
     describe_url,
@@ -58,6 +58,7 @@ from connector.fhir.redact import (
 from connector.fhir.results import (
     ClientStats,
     Page,
+    next_link_in_prefix,
     outcome_text,
     shift_instant,
     to_instant,
@@ -98,7 +99,9 @@ class FhirClient:
         install_log_redaction()
         self.base_url = base_url.rstrip("/")
         self.session = session or requests.Session()
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(2, pool_size + 2),
+        # two connections a worker (a page being read while the next is asked for), and
+        # a few for the run's own requests (paging checks, clock)
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=2 * max(1, pool_size) + 2,
                               max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -134,7 +137,7 @@ class FhirClient:
                    retry=RetryPolicy(max_attempts=r.max_attempts, backoff_initial=r.backoff_initial,
                                      backoff_max=r.backoff_max, retry_after_cap=r.retry_after_cap),
                    budget=RetryBudget(r.budget),
-                   rate_limiter=RateLimiter(config.rate_limit, burst=max(1, config.concurrency)),
+                   rate_limiter=RateLimiter.for_run(config.rate_limit, config.concurrency),
                    page_size=config.page_size or DEFAULT_PAGE_SIZE,
                    strict=config.quirks.strict_search,
                    verify=config.verify_tls, pool_size=config.concurrency, session=session,
@@ -155,18 +158,21 @@ class FhirClient:
         return f"{self.base_url}/{path.lstrip('/')}"
 
     def get_json(self, url: str, params: Sequence[tuple[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[dict, requests.Response]:
-        """GET a JSON answer with retries; errors carry the OperationOutcome text."""
-        return self.request_json("GET", url, params=params, headers=headers)
+                 headers: dict[str, str] | None = None, *,
+                 watch: Watch | None = None) -> tuple[dict, requests.Response]:
+        """GET a JSON answer with retries; errors carry the OperationOutcome text.
+        ``watch`` sees a successful answer's bytes as they arrive (``limits.read_body``)."""
+        return self.request_json("GET", url, params=params, headers=headers, watch=watch)
 
     def request_json(self, method: str, url: str, *,
                      params: Sequence[tuple[str, str]] | None = None,
                      headers: dict[str, str] | None = None,
-                     data: Any = None) -> tuple[dict, requests.Response]:
+                     data: Any = None, watch: Watch | None = None,
+                     ) -> tuple[dict, requests.Response]:
         full = requests.Request(method, url, params=list(params or [])).prepare().url or url
         what = f"{method} {describe_url(full, self.base_url)}"
         hidden = sensitive_values(full)
-        state = SimpleNamespace(reauthed=False)
+        state = SimpleNamespace(reauthed=False, watch=watch)
 
         def attempt() -> tuple[dict, requests.Response]:
             return self._attempt(method, url, params, headers or {}, data, what, hidden, state)
@@ -204,13 +210,13 @@ class FhirClient:
     def _attempt(self, method: str, url: str, params: Sequence[tuple[str, str]] | None,
                  headers: dict[str, str], data: Any, what: str, hidden: list[str],
                  state: SimpleNamespace) -> tuple[dict, requests.Response]:
-        r = self._send(method, url, params, headers, data)
+        r = self._send(method, url, params, headers, data, watch=state.watch)
         if r.status_code == 401 and not state.reauthed:
             state.reauthed = True
             if self.auth.invalidate():
                 self.stats.add(reauths=1)
                 log.info("%s: HTTP 401, authenticating again (once)", what)
-                r = self._send(method, url, params, headers, data)
+                r = self._send(method, url, params, headers, data, watch=state.watch)
         status = r.status_code
         if status == 401:
             raise AuthError(f"{what} was refused (HTTP 401){self._detail(r, hidden)}. "
@@ -244,7 +250,8 @@ class FhirClient:
         return exc
 
     def _send(self, method: str, url: str, params: Sequence[tuple[str, str]] | None,
-              headers: dict[str, str], data: Any) -> requests.Response:
+              headers: dict[str, str], data: Any, *,
+              watch: Watch | None = None) -> requests.Response:
         """One request, its answer read whole under the request deadline and size limit."""
         what = f"{method} {describe_url(url, self.base_url)}"
         self.clock.check(what)
@@ -256,7 +263,7 @@ class FhirClient:
         r = self.session.request(method, url, params=params, headers=send_headers,
                                  data=data, timeout=self.timeout, allow_redirects=False,
                                  stream=True)
-        return bounded_response(r, self.limits, what, started)
+        return bounded_response(r, self.limits, what, started, watch)
 
     @staticmethod
     def _detail(r: requests.Response, hidden: list[str]) -> str:
@@ -300,31 +307,55 @@ class FhirClient:
 
     def search(self, rtype: str, params: Sequence[tuple[str, str]] = (), *,
                count: int | None = None) -> Iterator[Page]:
-        """Pages of ``rtype?params``, following next links as given until there are none."""
+        """Pages of ``rtype?params``, following next links as given until there are none.
+
+        One page ahead (prefetch.py): page n+1 is asked for while the caller handles
+        page n, as soon as its link has arrived in page n's answer. Every next link is
+        checked (origin, loop, page bound) before it is asked for, early or not; a
+        refused one is raised after the page that carries it, as before."""
         query = list(params)
         if not any(k == "_count" for k, _ in query):
             query.append(("_count", str(count or self.page_size)))
         headers = self._search_headers()
         tally = SearchTally(rtype, self.limits.max_pages)
-        page = self._page(self.url(rtype), query, headers)
-        tally.add(len(page.resources), page.total)
         seen: set[str] = set()
-        # one page ahead (prefetch.py): the next page is asked for while the caller
-        # handles this one; a refused next link is raised after this page, as before
+
+        def early(found: str, offer: Offer) -> None:
+            """A next link read before its page arrived whole: offered if it passes the
+            checks it will meet when the page is parsed (with the page not yet counted)."""
+            try:
+                nxt = self._check_next(found)
+            except PagingError:
+                return
+            if nxt not in seen and tally.pages + 1 < tally.allowed_pages():
+                offer(nxt, fetcher(nxt))
+
+        def fetcher(url: str, first: bool = False) -> Fetcher:
+            def fetch(offer: Offer) -> Page:
+                watch = _NextLinkWatch(lambda found: early(found, offer))
+                if first:
+                    return self._page(self.url(rtype), query, headers, watch)
+                return self._next_page(rtype, url, headers, watch)
+            return fetch
+
         with PagePrefetcher[Page]() as ahead:
+            ahead.start(fetcher("", first=True))
             while True:
+                page = ahead.result()
+                tally.add(len(page.resources), page.total)
                 try:
                     nxt = self._next_of(rtype, page, seen, tally)
                 except PagingError:
+                    ahead.drop()
                     yield page
                     raise
-                if nxt is not None:
-                    ahead.start(lambda url=nxt: self._next_page(rtype, url, headers))
+                if nxt is None:
+                    ahead.drop()
+                elif not ahead.adopt(nxt):
+                    ahead.start(fetcher(nxt))
                 yield page
                 if nxt is None:
                     break
-                page = ahead.result()
-                tally.add(len(page.resources), page.total)
         tally.finish()
 
     def _next_of(self, rtype: str, page: Page, seen: set[str],
@@ -340,9 +371,10 @@ class FhirClient:
         tally.check_next()
         return nxt
 
-    def _next_page(self, rtype: str, url: str, headers: dict[str, str]) -> Page:
+    def _next_page(self, rtype: str, url: str, headers: dict[str, str],
+                   watch: Watch | None = None) -> Page:
         try:
-            return self._page(url, None, headers)
+            return self._page(url, None, headers, watch)
         except HttpError as exc:
             if exc.status in (404, 410):
                 raise PagingError(f"{rtype}: a next page is gone (HTTP {exc.status}); "
@@ -402,12 +434,29 @@ class FhirClient:
             raise UnsafeLink(str(exc)) from None
 
     def _page(self, url: str, params: Sequence[tuple[str, str]] | None,
-              headers: dict[str, str]) -> Page:
-        body, _ = self.get_json(url, params, headers)
+              headers: dict[str, str], watch: Watch | None = None) -> Page:
+        body, _ = self.get_json(url, params, headers, watch=watch)
         if body.get("resourceType") != "Bundle":
             raise HttpError(f"GET {describe_url(url, self.base_url)}: expected a Bundle, "
                             f"got {body.get('resourceType')}")
         return to_page(body)
+
+
+class _NextLinkWatch:
+    """Looks for a searchset's next link in its answer as the answer arrives
+    (``results.next_link_in_prefix``) and hands it to ``found`` once."""
+
+    def __init__(self, found: Callable[[str], None]) -> None:
+        self.found = found
+
+    def __call__(self, prefix: bytearray) -> bool:
+        decided, url = next_link_in_prefix(prefix)
+        if url:
+            try:
+                self.found(url)
+            except Exception:  # noqa: BLE001 - a hint only; the parsed page decides
+                log.debug("early next link not used", exc_info=True)
+        return decided
 
 
 class UnsafeLink(PagingError):

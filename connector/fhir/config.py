@@ -11,7 +11,7 @@ base_url = "https://fhir.hospital.example/R4"
 scope = "cohort"            # cohort | all | patients
 page_size = 200
 concurrency = 4
-rate_limit = 10             # requests per second (0 = no limit)
+rate_limit = 10             # requests per second on average (0 = no limit)
 
 [auth]
 type = "smart"              # none | basic | bearer | client_credentials | smart
@@ -114,14 +114,16 @@ class SiteConfig:
     resource_types: tuple[str, ...] = DEFAULT_RESOURCE_TYPES
     scope: str = "cohort"
     patient_ids_file: str | None = None  # scope = "patients": one Patient id a line
-    #: ``_count`` of every search; None (the default): the largest the server accepts, up to
-    #: 1,000, found by one probe at the start of a run (connector/fhir/pagesize.py)
+    #: ``_count`` of every search, never exceeded; None (the default): the largest the server
+    #: states or accepts, up to 1,000, chosen once a run (connector/fhir/pagesize.py)
     page_size: int | None = None
     patients_per_request: int = 20
     #: Length budget of the id list in one change check (``_lastUpdated`` search of known
     #: patients); ~3,500 characters keeps the whole URL well under the 8 KB many servers
     #: and proxies accept.
     max_query_chars: int = 3500
+    #: The politeness limits (docs/fhir-sources.md): searches in flight at once, and requests
+    #: a second on average (a bucket of two seconds of it, connector/fhir/ratelimit.py)
     concurrency: int = 4
     rate_limit: float = 10.0
     timeout: float = 60.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import requests
@@ -63,13 +64,22 @@ class RunClock:
         return self.limit - (time.monotonic() - self.started)
 
 
-def read_body(r: requests.Response, limits: Limits, what: str, started: float) -> bytes:
+#: Called with the bytes of an answer read so far, after each read, until it returns True
+#: (``FhirClient.search`` looks for the next link there while the rest arrives).
+Watch = Callable[[bytearray], bool]
+
+
+def read_body(r: requests.Response, limits: Limits, what: str, started: float,
+              watch: Watch | None = None) -> bytes:
     """The whole body of a streamed answer within the request deadline and size limit.
 
     Reads with ``read1`` (whatever has arrived, up to a chunk), so an answer dripped a
     byte at a time is stopped at the deadline instead of after each read's timeout.
     The bytes counted are the decoded ones: a small gzip that inflates past the limit
-    is stopped too. On any failure the connection is closed, never reused."""
+    is stopped too. On any failure the connection is closed, never reused. ``watch``
+    sees the body as it grows, only for successful (2xx) answers."""
+    if not 200 <= r.status_code < 300:
+        watch = None
     max_bytes = limits.max_body_bytes
     declared = r.headers.get("Content-Length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
@@ -88,6 +98,8 @@ def read_body(r: requests.Response, limits: Limits, what: str, started: float) -
             buf += chunk
             if len(buf) > max_bytes:
                 raise BodyTooLarge(_too_large(what, limits), status=r.status_code)
+            if watch is not None and watch(buf):
+                watch = None
     except BaseException:
         r.close()
         raise
@@ -102,13 +114,13 @@ def _too_large(what: str, limits: Limits, size: int | None = None) -> str:
 
 
 def bounded_response(r: requests.Response, limits: Limits, what: str, started: float,
-                     ) -> requests.Response:
+                     watch: Watch | None = None) -> requests.Response:
     """``r`` (streamed) with its body read under ``read_body``'s bounds into ``r.content``.
 
     Protocol errors while reading (a body cut short) surface as requests' own
     exceptions, which the retry policy knows."""
     try:
-        content = read_body(r, limits, what, started)
+        content = read_body(r, limits, what, started, watch)
     except urllib3.exceptions.ProtocolError as exc:
         raise requests.exceptions.ChunkedEncodingError(exc) from None
     except urllib3.exceptions.ReadTimeoutError as exc:

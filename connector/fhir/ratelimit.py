@@ -3,13 +3,25 @@
 A token bucket: ``rate`` requests a second on average, bursts of up to ``burst``.
 ``pause(seconds)`` holds every thread back, which is how a 429 with Retry-After
 slows the whole run down rather than only the request that got it.
+
+A run's bucket (``for_run``) holds ``BURST_SECONDS`` of its rate. The limit is about
+the load a run puts on a server over seconds, not about the few requests that go
+out back to back when a run starts or when one search ends and the next begins:
+with a bucket of only ``concurrency`` tokens, the start of every run (capabilities,
+clock, page size, the first page of each search) waited on the limit while the
+server sat idle. What the server carries at any moment is bounded by
+``concurrency`` (requests in flight), not by the bucket.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
+
+#: Seconds of a run's rate its bucket holds (see the module doc).
+BURST_SECONDS = 2.0
 
 
 class RateLimiter:
@@ -25,6 +37,15 @@ class RateLimiter:
         self._not_before = 0.0
         self._lock = threading.Lock()
         self.waited = 0.0
+
+    @classmethod
+    def for_run(cls, rate: float, concurrency: int, *,
+                clock: Callable[[], float] = time.monotonic,
+                sleep: Callable[[float], None] = time.sleep) -> RateLimiter:
+        """The limit of a run: ``rate`` requests a second on average, up to
+        ``BURST_SECONDS`` of them (and never fewer than ``concurrency``) back to back."""
+        return cls(rate, burst=max(1, concurrency, math.ceil(rate * BURST_SECONDS)),
+                   clock=clock, sleep=sleep)
 
     def acquire(self) -> None:
         """Block until one more request may go out.

@@ -7,10 +7,13 @@ client and the extraction that reads their pages.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from connector.fhir.redact import scrub_server_text
 from connector.fhir.retry import parse_http_date
@@ -110,3 +113,41 @@ def to_page(bundle: dict) -> Page:
     return Page(bundle=bundle, resources=resources, included=included, outcomes=outcomes,
                 total=total if isinstance(total, int) else None,
                 server_time=to_instant(meta.get("lastUpdated")), next_url=next_url)
+
+
+#: How far into an answer ``next_link_in_prefix`` looks for the links before it gives up.
+PREFIX_LIMIT = 1 << 16
+_LINK_KEY = re.compile(rb'"link"\s*:\s*\[')
+_CLOSE = re.compile(rb"\]")
+
+
+def next_link_in_prefix(prefix: bytes | bytearray) -> tuple[bool, str | None]:
+    """The ``next`` link of a searchset Bundle from the start of its JSON, before the
+    rest has arrived: ``(decided, url)``.
+
+    Servers write ``Bundle.link`` before ``Bundle.entry`` (FHIR's element order), so the
+    links are usually in the first kilobyte. Only the part before the first ``"entry"``
+    key is read, so a link inside an entry's resource is never taken for the Bundle's.
+    ``(False, None)``: not yet, read more. ``(True, None)``: no early answer (no next
+    link, links after the entries, or nothing found in ``PREFIX_LIMIT`` bytes); the
+    parsed page will say. A URL found here is only a hint: the whole page is parsed as
+    always and its own next link is what counts (prefetch.py)."""
+    entry = prefix.find(b'"entry"')
+    head = prefix if entry < 0 else prefix[:entry]
+    ended = entry >= 0 or len(prefix) > PREFIX_LIMIT
+    found = _LINK_KEY.search(head)
+    if found is None:
+        return ended, None
+    start = found.end() - 1
+    for close in _CLOSE.finditer(head, start):
+        try:
+            links = orjson.loads(bytes(head[start:close.end()]))
+        except orjson.JSONDecodeError:
+            continue  # a "]" inside a string, or the array goes on
+        if not isinstance(links, list):
+            return True, None
+        url = next((link.get("url") for link in links if isinstance(link, dict)
+                    and link.get("relation") == "next" and isinstance(link.get("url"), str)
+                    and link.get("url")), None)
+        return True, url
+    return ended, None

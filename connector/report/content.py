@@ -12,10 +12,13 @@ from typing import Any
 from connector.analysis.results import Analysis
 from connector.report import formatting as fmt
 from connector.report import labels as lb
+from connector.report.completeness import completeness_section
 from connector.report.document import Image, Section, Table
+from connector.report.endpoints import endpoints_section
 from connector.report.flow import flow_section
 from connector.report.nexttreatment import next_treatment_section
 from connector.report.published import SOURCE, comparison_rows
+from connector.report.subgroups import cox_section, subgroups_section
 from connector.report.table1 import table1_section
 
 TITLE = "Outcomes of salvage therapy after progression on BCMA CAR-T"
@@ -269,6 +272,8 @@ def build_sections(analysis: Analysis, images: dict[str, Path],
     return [_summary(r), _comparison(r), flow_section(r, images), table1_section(r), _cohort(r),
             _first_line(r, images, min_at_risk), _all_lines(r, analysis, images),
             next_treatment_section(r),
-            _os(r, analysis, images, min_at_risk),
-            _swimmer(analysis, images), *extra_sections, _methods(analysis),
+            _os(r, analysis, images, min_at_risk), endpoints_section(r),
+            subgroups_section(r, images), cox_section(r),
+            _swimmer(analysis, images), completeness_section(r), *extra_sections,
+            _methods(analysis),
             _files(files)]

@@ -55,8 +55,9 @@ def flow_diagram(r: dict[str, Any], path: Path) -> Path:
                         arrowprops={"arrowstyle": "->", "color": "#33557a"})
         if step["excluded"]:
             text = "\n".join(f"{e['reason']}: {e['n']}" for e in step["excluded"])
-            ax.text(7.4, y + 0.5, f"Excluded\n{text}", ha="center", va="center", fontsize=8,
+            # left-aligned beside the arrow, so the connector always meets the box
+            ax.text(5.3, y + 0.5, f"Excluded\n{text}", ha="left", va="center", fontsize=8,
                     bbox=side)
-            ax.plot([2.6, 5.2], [y + 0.5, y + 0.5], color="#a0602a", lw=0.8)
+            ax.plot([2.6, 5.22], [y + 0.5, y + 0.5], color="#a0602a", lw=0.8)
     fig.tight_layout()
     return save_figure(fig, path, "Patient flow")

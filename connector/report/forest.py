@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
 from connector.report.figure import COLORS, no_data, save_figure
+from connector.report.subgroups import level_label
 
 FOREST_PNG = "forest_subgroups.png"
 
@@ -18,11 +19,11 @@ FOREST_PNG = "forest_subgroups.png"
 def forest_rows(subgroups: dict[str, Any], measure: str) -> list[tuple[str, dict[str, Any]]]:
     """(row label with counts, hazard ratio estimate) per grouping, in results order."""
     rows = []
-    for g in subgroups.values():
+    for key, g in subgroups.items():
         test, ref = g["comparison"].split(" vs ")
         a, b = g["levels"][test], g["levels"][ref]
-        label = (f"{g['label']}\n{a['label']} (n={a['n_patients']}) vs "
-                 f"{b['label']} (n={b['n_patients']})")
+        label = (f"{g['label']}\n{level_label(key, a)} (n={a['n_patients']}) vs "
+                 f"{level_label(key, b)} (n={b['n_patients']})")
         rows.append((label, g[measure]))
     return rows
 

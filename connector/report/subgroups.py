@@ -6,14 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from connector.report import formatting as fmt
+from connector.report import labels as lb
 from connector.report.document import Image, Section, Table
+
+
+def level_label(key: str, level: dict[str, Any]) -> str:
+    """A subgroup level in the reader's words (a centre by its configured name)."""
+    return lb.site_name(level["label"]) if key == "site_group" else level["label"]
 
 
 def subgroups_section(r: dict[str, Any], images: dict[str, Path]) -> Section:
     rows = []
-    for g in r["subgroups"].values():
+    for key, g in r["subgroups"].items():
         for level in g["levels"].values():
-            rows.append([g["label"], level["label"], str(level["n_patients"]),
+            rows.append([g["label"], level_label(key, level), str(level["n_patients"]),
                          fmt.pct(level["orr"]), fmt.median(level["pfs_median_months"]),
                          fmt.median(level["os_median_months"])])
     left_out = [f"{g['label'].lower()}: {g['not_classified']}" for g in r["subgroups"].values()

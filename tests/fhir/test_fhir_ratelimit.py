@@ -48,3 +48,18 @@ def test_shared_between_threads():
     for t in threads:
         t.join()
     assert time.monotonic() - start >= (20 - 1) / 50 * 0.9
+
+
+def test_a_runs_bucket_lets_its_start_through_and_keeps_the_rate_after():
+    """for_run: two seconds of the rate back to back (the start of a run: capabilities,
+    clock, page size, each search's first page), then the rate itself."""
+    clock = FakeClock()
+    limiter = RateLimiter.for_run(10, concurrency=4, clock=clock, sleep=clock.sleep)
+    for _ in range(20):
+        limiter.acquire()
+    assert clock.now == 0  # 20 requests: no wait
+    for _ in range(30):
+        limiter.acquire()
+    assert abs(clock.now - 3.0) < 1e-6  # then one every 0.1 s
+    assert RateLimiter.for_run(1, concurrency=4).burst == 4  # never below the concurrency
+    assert RateLimiter.for_run(0, concurrency=4).rate == 0  # 0: no limit

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
     "a": [("a", "default cohort", False), ("a", "raw paging of the same searches", False),
           ("a", "extraction / raw paging", True), ("a", "whole-type paging", False),
-          ("a", "2,000-patient cohort", False)],
+          ("a", "2,000-patient cohort", False),
+          ("a", "--scope all / single-stream _count=1000 paging", True)],
     "b": [("b", "extract + map", True), ("b", "peak memory, process tree", True),
           ("b", "memory growth", True), ("b", "baseline: parse + validate everything", False),
           ("b", "DuckDB loader", True), ("b", "DuckDB loader / Python loader", False),

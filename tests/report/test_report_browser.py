@@ -72,8 +72,27 @@ def report_dir(tmp_path_factory) -> Path:
 
 def test_every_image_in_report_html_loads(chromium, report_dir, tmp_path):
     loaded, total = _loaded_images(chromium, report_dir / "report.html", tmp_path)
-    assert total == len(list(report_dir.glob("*.png"))) >= 7
+    assert total == len(list(report_dir.glob("*.png"))) >= 8
     assert loaded == total
+
+
+STUDY_SECTIONS = ("Patient flow", "Table 1. Patients at progression after BCMA CAR-T",
+                  "More endpoints", "Subgroups", "Multivariable Cox models",
+                  "Data completeness")
+
+
+def test_the_rendered_page_has_the_study_grade_sections(chromium, report_dir, tmp_path):
+    result = _run(chromium, tmp_path / "profile-dom", "--dump-dom",
+                  (report_dir / "report.html").as_uri())
+    headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", result.stdout)
+    assert set(STUDY_SECTIONS) <= set(headings), headings
+    # each section in the rendered page carries its table or figure, not just a heading
+    for name in ("Subgroups", "Multivariable Cox models", "More endpoints",
+                 "Data completeness"):
+        body = result.stdout.split(f">{name}</h2>", 1)[1].split("<h2", 1)[0]
+        assert "<table" in body, name
+    subgroups = result.stdout.split(">Subgroups</h2>", 1)[1].split("<h2", 1)[0]
+    assert "<img" in subgroups and "hazard ratios" in subgroups
 
 
 def test_probe_notices_a_broken_image(chromium, tmp_path):

@@ -60,7 +60,7 @@ def _renderer(fig):  # noqa: ANN001, ANN202
 def test_every_figure_is_an_svg_and_a_300_dpi_png(built):
     _, out = built
     pngs = sorted(out.glob("*.png"))
-    assert len(pngs) == 7  # six outcome figures and the patient flow
+    assert len(pngs) == 8  # six outcome figures, the patient flow and the forest plot
     for png in pngs:
         assert png.with_suffix(".svg").exists(), png.name
         with PILImage.open(png) as image:

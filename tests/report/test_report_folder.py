@@ -19,7 +19,7 @@ PATIENTS_HEADER = ("site,source_id,patient_key,birth_year,sex,index_product,inde
 LINES_HEADER = ("site,source_id,patient_key,line,start_date,end_date,drugs,therapy_class,"
                 "subclass,best_response,pfs_event_date,pfs_censor_date")
 FIGURES = ("km_first_line_pfs", "km_os", "km_os_by_ever_tce", "km_os_landmark", "swimmer",
-           "response_rates", "patient_flow")
+           "response_rates", "patient_flow", "forest_subgroups")
 EXPECTED_FILES = {"results.json", "report.md", "report.html", "patients.csv",
                   "therapy_lines.csv", *(f"{f}.{kind}" for f in FIGURES for kind in ("png", "svg"))}
 ISO_OR_EMPTY = re.compile(r"^(\d{4}-\d{2}-\d{2})?$")
