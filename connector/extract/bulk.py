@@ -38,10 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
-from connector.db.clock import utcnow
 from connector.db.engine import load_cache
 from connector.db.models import BulkFile, BulkJob
 from connector.extract.bulk_jobs import (
@@ -62,6 +60,17 @@ from connector.extract.bulk_load import (
     drop_other_code_counts,
     load_export_duck,
     load_export_file,
+)
+from connector.extract.bulk_state import (
+    files_done,
+    insert_job,
+    job_files,
+    manifest_json,
+    mark_loaded,
+    open_jobs,
+    record_files,
+    stored_manifest,
+    update_job,
 )
 from connector.extract.records import (
     finish_run,
@@ -87,10 +96,10 @@ from connector.progress import Progress
 
 log = logging.getLogger(__name__)
 
-OPEN_STATES = ("kickoff", "polling", "downloading", "loaded")
-
 
 class _CountMismatch(Exception):
+    """A loaded file's line count is not the manifest's (the load is rolled back)."""
+
     def __init__(self, lines: int) -> None:
         super().__init__(lines)
         self.lines = lines
@@ -191,11 +200,7 @@ class BulkExtraction:
 
     def _resume_or_new(self, request: ExportRequest, run_id: int) -> BulkJob:
         key = request_key(request)
-        with self.engine.connect() as conn:
-            open_jobs = list(conn.execute(select(BulkJob).where(
-                BulkJob.site == self.site, BulkJob.state.in_(OPEN_STATES))
-                .order_by(BulkJob.id.desc())).mappings())
-        jobs = [BulkJob(**row) for row in open_jobs]
+        jobs = open_jobs(self.engine, self.site)
         for stale in jobs[1:]:
             self._abandon(stale, "superseded by a newer unfinished export")
         job = jobs[0] if jobs else None
@@ -203,14 +208,12 @@ class BulkExtraction:
             same_since = self.settings.since is None or job.since == request.since
             if job.request_key == key and same_since:
                 self.resumed = True
-                with self.engine.connect() as conn:
-                    self.files_before = len(conn.execute(select(BulkFile.id).where(
-                        BulkFile.job_id == job.id, BulkFile.done.is_(True))).all())
+                self.files_before = files_done(self.engine, job.id)
                 log.info("resuming export job #%d (%s; %d files loaded before)", job.id,
                          job.state, self.files_before)
-                if job.manifest_json:
-                    self.token = Manifest.parse(orjson.loads(job.manifest_json),
-                                                job.status_url or "").requires_access_token
+                manifest = stored_manifest(job)
+                if manifest is not None:
+                    self.token = manifest.requires_access_token
                 return job
             self._abandon(job, "a different export was asked for")
         return self._new_job(request, run_id)
@@ -221,12 +224,10 @@ class BulkExtraction:
             "kickoff_url": self.client.url(request.path), "kickoff_method": request.method,
             "kickoff_params": orjson.dumps(request.params()).decode(), "since": request.since,
             "state": "kickoff", "message": "", "run_id": run_id,
-            "created_at": utcnow(), "updated_at": utcnow(),
         }
-        with self.engine.begin() as conn:
-            job_id = int(conn.execute(insert(BulkJob).values(**values)).inserted_primary_key[0])
-        self._requests[job_id] = request
-        return BulkJob(id=job_id, **values)
+        job = insert_job(self.engine, values)
+        self._requests[job.id] = request
+        return job
 
     def _abandon(self, job: BulkJob, why: str) -> None:
         log.info("abandoning unfinished export job #%d: %s", job.id, why)
@@ -236,11 +237,7 @@ class BulkExtraction:
         self._remove_dir(job)
 
     def _update(self, job: BulkJob, **values: Any) -> None:
-        values["updated_at"] = utcnow()
-        with self.engine.begin() as conn:
-            conn.execute(update(BulkJob).where(BulkJob.id == job.id).values(**values))
-        for name, value in values.items():
-            setattr(job, name, value)
+        update_job(self.engine, job, **values)
 
     # -- the steps ---------------------------------------------------------------
 
@@ -291,16 +288,9 @@ class BulkExtraction:
         if manifest.next_url:
             self.bulk.check_origin(manifest.next_url, "manifest link")
         self.token = manifest.requires_access_token
-        with self.engine.begin() as conn:
-            known = set(conn.execute(select(BulkFile.url).where(
-                BulkFile.job_id == job.id)).scalars())
-            rows = [{"job_id": job.id, "kind": f.kind, "resource_type": f.type, "url": f.url,
-                     "expected_count": f.count, "lines_loaded": 0, "bytes_downloaded": 0,
-                     "done": False} for f in manifest.files if f.url not in known]
-            if rows:
-                conn.execute(insert(BulkFile), rows)
+        record_files(self.engine, job.id, manifest)
         self._update(job, transaction_time=job.transaction_time or manifest.transaction_time,
-                     manifest_json=orjson.dumps(manifest.raw).decode(),
+                     manifest_json=manifest_json(manifest),
                      next_url=None if partial else manifest.next_url)
         if partial:
             self._download_pending(job, bar=False)  # the polling spinner is on screen
@@ -308,11 +298,7 @@ class BulkExtraction:
     # -- files -------------------------------------------------------------------
 
     def _download_pending(self, job: BulkJob, *, bar: bool = True) -> None:
-        with self.engine.connect() as conn:
-            rows = list(conn.execute(select(BulkFile).where(BulkFile.job_id == job.id)
-                                     .order_by(BulkFile.id)).mappings())
-        files = [BulkFile(**r) for r in rows]
-        pending = [f for f in files if not f.done]
+        pending = [f for f in job_files(self.engine, job.id) if not f.done]
         if not pending:
             return
         progress = self.progress if bar else Progress.silent()
@@ -397,8 +383,7 @@ class BulkExtraction:
             store.flush()
             if expect is not None and n != expect:
                 raise _CountMismatch(n)
-            conn.execute(update(BulkFile).where(BulkFile.id == f.id).values(
-                done=True, lines_loaded=n, bytes_downloaded=size, loaded_at=utcnow()))
+            mark_loaded(conn, f.id, lines=n, size=size)
         merge_counts(self.counts, counts)
         self.outcomes.update(outcomes)
         return n

@@ -1,11 +1,11 @@
 """The Bulk Data Access ``$export`` protocol (FHIR async pattern) over a ``FhirClient``.
 
 ``BulkClient`` wraps a ``FhirClient`` and uses its session, auth (with one
-re-authentication on 401), rate limit, retry policy, retry budget and counters,
-so a bulk run is as gentle and as observable as a REST run. It does not parse
-bodies as ``request_json`` does, because here the status code and the headers are
-the answer: ``202`` + ``Content-Location`` at kick-off, ``202`` + ``X-Progress`` +
-``Retry-After`` while the job runs, ``200`` + a manifest when it is done.
+re-authentication on 401), rate limit, retry policy, retry budget and counters
+(``bulk_transport.py``), so a bulk run is as gentle and as observable as a REST
+run. It does not parse bodies as ``request_json`` does, because here the status code
+and the headers are the answer: ``202`` + ``Content-Location`` at kick-off, ``202`` +
+``X-Progress`` + ``Retry-After`` while the job runs, ``200`` + a manifest when it is done.
 
 - Kick-off: ``GET`` (query parameters) or ``POST`` (a ``Parameters`` body) at system,
   ``Patient`` or ``Group/[id]`` level, with ``Prefer: respond-async``. A 429 or 5xx is
@@ -35,23 +35,22 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
 import urllib3.exceptions
 
-from connector.fhir.client import FHIR_JSON, USER_AGENT, FhirClient, outcome_text
-from connector.fhir.errors import (
-    AuthError,
-    CapabilityError,
-    HttpError,
-    RetryExhausted,
+from connector.fhir.bulk_transport import (
+    BulkTransport,
+    colon,
+    is_transient_outcome,
+    outcome_of,
 )
+from connector.fhir.client import FHIR_JSON
+from connector.fhir.errors import AuthError, CapabilityError, HttpError, RetryExhausted
 from connector.fhir.export import (
     LEVELS,
     NDJSON,
@@ -65,7 +64,6 @@ from connector.fhir.export import (
     PollPolicy,
     PollResult,
 )
-from connector.fhir.limits import bounded_response
 from connector.fhir.redact import describe_url
 from connector.fhir.retry import (
     TransientError,
@@ -74,7 +72,7 @@ from connector.fhir.retry import (
     is_retryable_status,
     parse_retry_after,
 )
-from connector.fhir.urls import UnsafeUrl, check_form, follow, same_origin
+from connector.fhir.urls import UnsafeUrl, check_form, same_origin
 
 log = logging.getLogger(__name__)
 
@@ -82,23 +80,13 @@ CHUNK = 1 << 20  # bytes per write while downloading
 MAX_REDIRECTS = 5  # hops followed for one export file
 #: Statuses that mean "not now" while polling, whatever the body says.
 _BUSY = frozenset({429, 502, 503, 504})
-_TRANSIENT_CODES = frozenset({"transient", "throttled", "timeout", "lock-error", "no-store",
-                              "incomplete"})
 
 
 # ------------------------------------------------------------------- client
 
 
-class BulkClient:
+class BulkClient(BulkTransport):
     """Kick-off, poll, download and delete for one server, over a ``FhirClient``."""
-
-    def __init__(self, client: FhirClient, *, policy: PollPolicy | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.client = client
-        self.policy = policy or PollPolicy()
-        self.sleep = sleep
-        self.clock = clock
 
     # -- capability ---------------------------------------------------------
 
@@ -212,19 +200,19 @@ class BulkClient:
                 raise TransientError("the manifest is not valid JSON (cut short?)",
                                      status=status) from None
             return PollResult(done=True, manifest=Manifest.parse(body, status_url))
-        outcome, text = _outcome(r)
+        outcome, text = outcome_of(r)
         what = "export status"
         if status in (401, 403):
-            raise AuthError(f"{what}: refused (HTTP {status}){_colon(text)}")
+            raise AuthError(f"{what}: refused (HTTP {status}){colon(text)}")
         if status in (404, 410):
             raise BulkJobGone(f"{what}: the server no longer knows this export (HTTP {status})"
-                              f"{_colon(text)}")
+                              f"{colon(text)}")
         if status in _BUSY or status == 408 or (is_retryable_status(status) and (
-                outcome is None or _is_transient(outcome))):
+                outcome is None or is_transient_outcome(outcome))):
             raise TransientError(f"HTTP {status}", status=status, retry_after=retry_after,
                                  detail=text)
         raise BulkExportError(f"the export failed on the server (HTTP {status})"
-                              f"{_colon(text or 'no OperationOutcome')}")
+                              f"{colon(text or 'no OperationOutcome')}")
 
     def wait_for(self, status_url: str, *,
                  on_progress: Callable[[str | None], None] | None = None,
@@ -350,120 +338,15 @@ class BulkClient:
             log.info("the server answered HTTP %d to deleting the export job", r.status_code)
         return ok
 
-    # -- transport ---------------------------------------------------------------
-
-    def send(self, method: str, url: str, *, params: list[tuple[str, str]] | None = None,
-             headers: dict[str, str] | None = None, data: bytes | None = None,
-             stream: bool = False, auth: bool = True, redirects: bool = False,
-             ) -> requests.Response:
-        """One request through the client's session, rate limit and auth, with one
-        re-authentication on 401; the status is not judged here."""
-        client = self.client
-        what = f"{method} {describe_url(url, client.base_url)}"
-
-        def once() -> requests.Response:
-            client.clock.check(what)
-            client.limiter.acquire()
-            client.stats.add(requests=1)
-            send_headers = {"User-Agent": USER_AGENT, **(headers or {}),
-                            **(client.auth.headers() if auth else {})}
-            started = time.monotonic()
-            r = client.session.request(method, url, params=params, headers=send_headers,
-                                       data=data, timeout=client.timeout, stream=True,
-                                       allow_redirects=redirects)
-            # files stream to disk; every other answer is read whole, within bounds
-            return r if stream else bounded_response(r, client.limits, what, started)
-
-        r = once()
-        if r.status_code == 401 and auth and client.auth.invalidate():
-            client.stats.add(reauths=1)
-            r.close()
-            r = once()
-        return r
-
-    def request(self, method: str, url: str, *, what: str,
-                params: list[tuple[str, str]] | None = None,
-                headers: dict[str, str] | None = None, data: bytes | None = None,
-                ) -> requests.Response:
-        """``send`` with retries for transient failures and errors for refusals."""
-        def attempt() -> requests.Response:
-            r = self.send(method, url, params=params, headers=headers, data=data)
-            if r.status_code != 405:
-                self.raise_for_status(r, what)
-            return r
-
-        return self.retrying(attempt, what)
-
-    def raise_for_status(self, r: requests.Response, what: str, *, gone: bool = False) -> None:
-        """Errors for refusals; a retryable status raises ``TransientError``. With ``gone``,
-        404/410 raise ``BulkJobGone`` (an expired file), else ``HttpError``."""
-        status = r.status_code
-        if status < 400:
-            return
-        _, text = _outcome(r)
-        if status == 401:
-            raise AuthError(f"{what} was refused (HTTP 401){_colon(text)}. Check [auth] in "
-                            f"the site config ({self.client.auth.kind}).")
-        if is_retryable_status(status):
-            raise self.client.transient(r, text)
-        if status == 403:
-            raise AuthError(f"{what} was forbidden (HTTP 403){_colon(text)}. Check the scopes "
-                            "granted to this client (bulk export needs system/*.read or "
-                            "system/*.rs for the exported types).")
-        if gone and status in (404, 410):
-            raise BulkJobGone(f"{what}: gone (HTTP {status}){_colon(text)}")
-        raise HttpError(f"{what} failed: HTTP {status}{_colon(text)}", status=status)
-
-    def retrying(self, attempt: Callable[[], Any], what: str) -> Any:
-        """Run ``attempt`` under the client's retry policy and the run's retry budget."""
-        return self.client.retrying(attempt, what, sleep=self.sleep)
-
-    def check_origin(self, url: str, what: str) -> str:
-        """``url`` if it is on the server's own origin (it will get our credentials)."""
-        try:
-            return follow(url, self.client.base_url, what=f"export {what}")
-        except UnsafeUrl as exc:
-            raise BulkExportError(str(exc)) from None
-
-    def check_file_url(self, url: str, *, with_token: bool) -> None:
-        """An output file URL: never a deceptive shape; on our origin when it needs the
-        token (``requiresAccessToken: false`` files may live elsewhere, and get no token)."""
-        if with_token:
-            self.check_origin(url, "output file URL")
-            return
-        try:
-            check_form(url)
-        except UnsafeUrl as exc:
-            raise BulkExportError(f"an export output file URL: {exc}") from None
-
 
 # ------------------------------------------------------------------- helpers
 
 
 def _is_export(op: dict) -> bool:
+    """Whether a CapabilityStatement operation is ``$export``."""
     name = str(op.get("name") or "").lstrip("$")
     definition = str(op.get("definition") or "")
     return name == "export" or "export" in definition.rsplit("/", 1)[-1]
-
-
-def _outcome(r: requests.Response) -> tuple[dict | None, str]:
-    """The OperationOutcome of an error answer (or None) and its text."""
-    try:
-        body = orjson.loads(r.content)
-    except (orjson.JSONDecodeError, requests.RequestException):
-        return None, ""
-    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
-        return None, ""
-    return body, outcome_text(body)
-
-
-def _is_transient(outcome: dict) -> bool:
-    codes = {str(i.get("code") or "") for i in outcome.get("issue") or [] if isinstance(i, dict)}
-    return bool(codes & _TRANSIENT_CODES)
-
-
-def _colon(text: str) -> str:
-    return f": {text}" if text else ""
 
 
 #: The export vocabulary lives in export.py; callers import it from here too.
