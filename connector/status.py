@@ -148,6 +148,11 @@ def _row_counts(conn: Connection) -> dict[str, dict[str, int]]:
         t = _table(name)
         for site, n in conn.execute(select(t.c.site, func.count()).group_by(t.c.site)):
             counts.setdefault(site, {})[name] = int(n)
+    # a merged database keeps a site's quarantine as counts (quarantine_count), not rows
+    t = _table("quarantine_count")
+    for site, n in conn.execute(select(t.c.site, func.sum(t.c.n)).group_by(t.c.site)):
+        row = counts.setdefault(site, {})
+        row["quarantine"] = row.get("quarantine", 0) + int(n or 0)
     return counts
 
 

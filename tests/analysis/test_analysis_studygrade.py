@@ -115,12 +115,12 @@ def test_pfs_line_adjusted_matches_a_clustered_cox_model(demo):
     lines = analysis.lines
     got = pfs_line_adjusted(lines)
     valid = lines[lines["pfs_valid"]]
-    data = pd.DataFrame({"T": valid["pfs_months"].astype(float),
-                         "E": valid["pfs_event"].astype(int),
-                         "tce": (valid["therapy_class"] == "tce").astype(int),
-                         "line_number": valid["line"].astype(float),
-                         "cluster": valid["pid"].astype(str)})
-    model = CoxPHFitter().fit(data, "T", "E", cluster_col="cluster")
+    # the model as a reader would fit it from the lines table, in the table's own order
+    data = valid[["pfs_months", "pfs_event", "line", "pid"]].astype(
+        {"pfs_months": float, "pfs_event": int, "line": float, "pid": str})
+    data["tce"] = valid["therapy_class"].eq("tce").astype(int)
+    model = CoxPHFitter().fit(data.rename(columns={"line": "line_number"}), "pfs_months",
+                              "pfs_event", cluster_col="pid")
     assert got["status"] == "ok" and got["n_lines"] == len(valid)
     for name in ("tce", "line_number"):
         hr = got["hazard_ratios"][name]

@@ -239,7 +239,9 @@ def test_date_shift_moves_each_patient_consistently_and_keeps_intervals(sites, c
         assert conn.execute(select(T["site"].c.date_shift_days)).scalar() == 60
 
 
-def test_share_file_then_central_equals_direct_merge(sites, tmp_path, pg_url):
+def _direct_and_via_shares(sites, tmp_path, pg_url):  # noqa: ANN202
+    """(direct merge, share file of site_a, central merge of both share files, its result):
+    the two ways to a central database, with the same secret and date shift."""
     a, b = sites
     direct = get_engine(pg_url)
     init_db(direct)
@@ -249,6 +251,11 @@ def test_share_file_then_central_equals_direct_merge(sites, tmp_path, pg_url):
     merge_sites(share_b, [b], secret=SECRET, date_shift_days=30)
     central = _db(tmp_path, "central_from_shares.db")
     done = merge_sites(central, [share_a, share_b], secret=None)  # the center has no secret
+    return direct, share_a, central, done
+
+
+def test_share_file_then_central_equals_direct_merge(sites, tmp_path, pg_url):
+    direct, share_a, central, done = _direct_and_via_shares(sites, tmp_path, pg_url)
     assert not any(d.pseudonymized_here for d in done)
     assert content(central) == content(direct)
     with pytest.raises(MergeRefused, match="already pseudonymized"):
@@ -274,14 +281,7 @@ def test_quality_counts_travel_without_the_quarantine(sites, tmp_path, pg_url):
     own = {**load_quality(a), **load_quality(b)}
     assert own == {"site_a": {"quarantined": 5, "unmapped_observations": 8},
                    "site_b": {"quarantined": 4, "unmapped_observations": 6}}
-    direct = get_engine(pg_url)
-    init_db(direct)
-    merge_sites(direct, [a, b], secret=SECRET, date_shift_days=30)
-    share_a, share_b = _db(tmp_path, "share_a.db"), _db(tmp_path, "share_b.db")
-    merge_sites(share_a, [a], secret=SECRET, date_shift_days=30)
-    merge_sites(share_b, [b], secret=SECRET, date_shift_days=30)
-    central = _db(tmp_path, "central_from_shares.db")
-    merge_sites(central, [share_a, share_b])
+    direct, share_a, central, _ = _direct_and_via_shares(sites, tmp_path, pg_url)
     for merged in (direct, share_a, central):
         assert count(merged, "quarantine") == 0
     assert load_quality(share_a) == {"site_a": own["site_a"]}

@@ -111,6 +111,11 @@ def test_status_of_a_merged_database_shows_provenance(engine, tmp_path):
         conn.execute(insert(T["site"]).values(
             name="site_a", loaded_at=_t(1), pseudonymized=True, key_fingerprint="ab" * 8,
             date_shift_days=30, merged_at=_t(6)))
+        # the merge brings the site's quarantine as counts, not rows
+        conn.execute(insert(T["quarantine_count"]).values(
+            [dict(site="site_a", stage="map", resource_type="Observation", n=3),
+             dict(site="site_a", stage="extract", resource_type="", n=2)]))
     (a,) = collect_status(engine)
     assert a.merge["keyed"] and a.merge["date_shift_days"] == 30
+    assert a.rows["quarantine"] == 5 and "quarantine 5," in format_status([a])
     assert "merged 2025-03-01T06:00:00Z (keyed: yes, date shift ±30 d)" in format_status([a])
