@@ -41,30 +41,28 @@ def map_(engine: Engine, *, site: str | None = None, sites: Sequence[str] | None
          progress: Progress | None = None):  # noqa: ANN201
     """Map ``site``, or each of ``sites`` (the ones a run has locked), or every site."""
     from connector.mapping import run_map
+    from connector.mapping.run import MapSummary
 
-    if sites is None:
-        return run_map(engine, site=site, progress=progress)
-    return _combined([run_map(engine, site=s, progress=progress) for s in sites],
-                     "connector.mapping.run", "MapSummary")
+    return _each_site(run_map, MapSummary, engine, site, sites, progress)
 
 
 def derive(engine: Engine, *, site: str | None = None, sites: Sequence[str] | None = None,
            progress: Progress | None = None):  # noqa: ANN201
     """Derive ``site``, or each of ``sites`` (the ones a run has locked), or every site."""
-    from connector.cohort import run_derive
+    from connector.cohort import DeriveSummary, run_derive
 
+    return _each_site(run_derive, DeriveSummary, engine, site, sites, progress)
+
+
+def _each_site(run: Any, summary: type, engine: Engine, site: str | None,  # noqa: ANN202
+               sites: Sequence[str] | None, progress: Progress | None):
+    """``run`` for ``site`` (None: every site), or for each of ``sites`` in turn with one
+    ``summary`` of them all: lists joined, counts and count tables added."""
     if sites is None:
-        return run_derive(engine, site=site, progress=progress)
-    return _combined([run_derive(engine, site=s, progress=progress) for s in sites],
-                     "connector.cohort.build", "DeriveSummary")
-
-
-def _combined(summaries: list, module: str, name: str):  # noqa: ANN001, ANN202
-    """One summary of per-site summaries: lists joined, counts and count tables added."""
-    import importlib
-
+        return run(engine, site=site, progress=progress)
+    summaries = [run(engine, site=s, progress=progress) for s in sites]
     if not summaries:
-        return getattr(importlib.import_module(module), name)()
+        return summary()
     total = summaries[0]
     for other in summaries[1:]:
         for f in dataclasses.fields(total):

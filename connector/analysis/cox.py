@@ -20,10 +20,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, CoxTimeVaryingFitter
+from lifelines import CoxPHFitter
 
 from connector.analysis.estimates import clean, clean_p
-from connector.analysis.survival import _fit_quietly, canonical_order, tce_exposure_intervals
+from connector.analysis.survival import (
+    _fit_quietly,
+    canonical_order,
+    fit_time_varying,
+    tce_exposure_intervals,
+)
 from connector.analysis.table1 import high_risk
 
 CAVEAT = ("TCE and non-TCE treatment were chosen for different patients (by fitness, "
@@ -96,13 +101,7 @@ def os_multivariable(patients: pd.DataFrame, early_months: float, *, alpha: floa
     model_data = complete[["id", "start", "stop", "event", "tce", *kept]
                           + (["site"] if multi_site else [])].assign(
         event=lambda f: f["event"].astype(int))
-    fitter = CoxTimeVaryingFitter(alpha=alpha)
-
-    def fit() -> CoxTimeVaryingFitter:
-        return fitter.fit(model_data, id_col="id", event_col="event", start_col="start",
-                          stop_col="stop", strata=["site"] if multi_site else None)
-
-    model, status = _fit_quietly(fit, "tce")
+    model, status = fit_time_varying(model_data, alpha=alpha, multi_site=multi_site)
     if model is None:
         return {**meta, "status": status, "hazard_ratios": {}}
     return {**meta, "status": "ok", "adjusted_for": ["site (strata)"] if multi_site else [],

@@ -12,26 +12,29 @@ from typing import Any
 DECIMALS = 6
 
 
-def clean(value: Any) -> float | None:
-    """A finite float rounded for stable output, or None for missing, NaN and infinity."""
+def _finite(value: Any) -> float | None:
+    """``value`` as a float, or None when it is missing, not a number, NaN or infinite."""
     if value is None:
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if not math.isfinite(number):
+    return number if math.isfinite(number) else None
+
+
+def clean(value: Any) -> float | None:
+    """A finite float rounded for stable output, or None for missing, NaN and infinity."""
+    number = _finite(value)
+    if number is None:
         return None
     return round(number, DECIMALS) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 def clean_p(value: Any, digits: int = 4) -> float | None:
     """A p-value or test statistic to ``digits`` significant digits (small p stays > 0)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number):
+    number = _finite(value)
+    if number is None:
         return None
     return float(f"{number:.{digits}g}") + 0.0
 

@@ -171,12 +171,8 @@ def cox_hazard_ratio(frame: pd.DataFrame, duration: str, event: str, flag: str,
     model, status = _fit_quietly(fit)
     if model is None:
         return empty(n, **meta, status=status)
-    row = model.summary.loc["x"]
-    lower = [c for c in model.summary.columns if c.startswith("exp(coef) lower")][0]
-    upper = [c for c in model.summary.columns if c.startswith("exp(coef) upper")][0]
-    return estimate(row["exp(coef)"], row[lower], row[upper], n, events=events,
-                    p=clean_p(row["p"]), adjusted_for=adjusted,
-                    robust_se=bool(cluster), status="ok")
+    return hazard_ratio(model, "x", n, events=events, adjusted_for=adjusted,
+                        robust_se=bool(cluster), status="ok")
 
 
 def canonical_order(model_data: pd.DataFrame,
@@ -250,20 +246,35 @@ def time_varying_tce_cox(patients: pd.DataFrame, *, alpha: float = 0.05,
     data = rows.assign(event=rows["event"].astype(int))
     if not multi_site:
         data = data.drop(columns=["site"])
+    model, status = fit_time_varying(data, alpha=alpha, multi_site=multi_site)
+    if model is None:
+        return empty(n, **meta, status=status)
+    return hazard_ratio(model, "tce", n, events=events, adjusted_for=adjusted, status="ok")
+
+
+def fit_time_varying(data: pd.DataFrame, *, alpha: float, multi_site: bool
+                     ) -> tuple[Any, str]:
+    """A Cox model with time-varying TCE exposure (one row per patient and interval:
+    ``id``, ``start``, ``stop``, ``event``, ``tce``, covariates), stratified by site when
+    there are several; (None, why) when it cannot be estimated."""
     fitter = CoxTimeVaryingFitter(alpha=alpha)
 
     def fit() -> CoxTimeVaryingFitter:
         return fitter.fit(data, id_col="id", event_col="event", start_col="start",
                           stop_col="stop", strata=["site"] if multi_site else None)
 
-    model, status = _fit_quietly(fit, "tce")
-    if model is None:
-        return empty(n, **meta, status=status)
-    row = model.summary.loc["tce"]
+    return _fit_quietly(fit, "tce")
+
+
+def hazard_ratio(model: Any, covariate: str, n: int, events: int,
+                 **extra: Any) -> dict[str, Any]:
+    """The fitted hazard ratio of ``covariate`` with its confidence interval and p-value
+    (then ``extra``, in results.json's order)."""
+    row = model.summary.loc[covariate]
     lower = [c for c in model.summary.columns if c.startswith("exp(coef) lower")][0]
     upper = [c for c in model.summary.columns if c.startswith("exp(coef) upper")][0]
     return estimate(row["exp(coef)"], row[lower], row[upper], n, events=events,
-                    p=clean_p(row["p"]), adjusted_for=adjusted, status="ok")
+                    p=clean_p(row["p"]), **extra)
 
 
 @dataclass

@@ -152,24 +152,12 @@ class TokenAuth(Auth):
         if self._token_url:
             return self._token_url
         url = f"{self._base_url}/.well-known/smart-configuration"
-
-        def attempt() -> tuple[requests.Response, Any]:
-            r = self._session.get(url, timeout=self._timeout,
-                                  headers={"Accept": "application/json"})
-            if is_retryable_status(r.status_code):
-                raise transient_for_response(r)
-            try:
-                return r, r.json()
-            except ValueError:
-                if r.status_code == 200:
-                    raise TransientError("answer is not JSON") from None
-                return r, None
-
-        try:
-            r, doc = self.retry_runner(attempt)
-        except (TransientError, requests.RequestException) as exc:
-            raise AuthError(f"cannot read {url} to find the token endpoint "
-                            f"({describe_exception(exc)}); set auth.token_url") from None
+        r, doc = self._json_exchange(
+            lambda: self._session.get(url, timeout=self._timeout,
+                                      headers={"Accept": "application/json"}),
+            "answer is not JSON",
+            lambda reason: f"cannot read {url} to find the token endpoint ({reason}); "
+                           "set auth.token_url")
         if r.status_code != 200:
             raise AuthError(f"{url} answered HTTP {r.status_code}; the server does not "
                             "advertise a token endpoint: set auth.token_url in the site config")
@@ -186,26 +174,37 @@ class TokenAuth(Auth):
     def _fetch(self) -> None:
         url = self.token_url()
 
-        def attempt() -> tuple[requests.Response, dict]:
+        def send() -> requests.Response:
             form, headers = self._token_request()  # a fresh assertion (new jti) each time
-            r = self._session.post(url, data=form, timeout=self._timeout, headers={
+            return self._session.post(url, data=form, timeout=self._timeout, headers={
                 "Accept": "application/json", **headers})
+
+        r, body = self._json_exchange(
+            send, "token response is not JSON",
+            lambda reason: f"the token endpoint {url} did not answer ({reason})")
+        self._accept(r, body if isinstance(body, dict) else {}, url)
+
+    def _json_exchange(self, send: Callable[[], requests.Response], not_json: str,
+                       failed: Callable[[str], str]) -> tuple[requests.Response, Any]:
+        """One JSON exchange with the authorization server under the retry runner: a
+        retryable status, or a 200 whose body is not JSON (``not_json``), is asked again;
+        an answer that never comes is an AuthError worded by ``failed(reason)``. The body
+        is None when a refusal is not JSON."""
+        def attempt() -> tuple[requests.Response, Any]:
+            r = send()
             if is_retryable_status(r.status_code):
                 raise transient_for_response(r)
             try:
-                body = r.json()
+                return r, r.json()
             except ValueError:
                 if r.status_code == 200:
-                    raise TransientError("token response is not JSON") from None
-                body = {}
-            return r, body if isinstance(body, dict) else {}
+                    raise TransientError(not_json) from None
+                return r, None
 
         try:
-            r, body = self.retry_runner(attempt)
+            return self.retry_runner(attempt)
         except (TransientError, requests.RequestException) as exc:
-            raise AuthError(f"the token endpoint {url} did not answer "
-                            f"({describe_exception(exc)})") from None
-        self._accept(r, body, url)
+            raise AuthError(failed(describe_exception(exc))) from None
 
     def _accept(self, r: requests.Response, body: dict, url: str) -> None:
         if r.status_code != 200 or not body.get("access_token"):

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from connector.fhir.config_model import check_types
+from connector.fhir.config_model import check_types, strict_model
 from connector.fhir.errors import SiteConfigError
 from connector.fhir.limits import Limits
 from connector.fhir.retry import RetryPolicy
@@ -194,6 +194,12 @@ class SiteConfig:
                       max_body_mb=float(self.max_body_mb), max_pages=int(self.max_pages))
 
 
+#: The types a site config file's values must have: the settings above, strictly typed
+#: (``resource_types`` is a list in TOML; ``path`` is where the file was, not a setting).
+SITE_MODEL = strict_model(SiteConfig, types={"resource_types": list[str] | None},
+                          skip=frozenset({"path"}))
+
+
 def _auth_problems(auth: AuthConfig) -> list[str]:
     if auth.type not in AUTH_TYPES:
         return [f"auth.type must be one of {', '.join(AUTH_TYPES)}"]
@@ -255,7 +261,7 @@ def config_from_dict(data: dict[str, Any], *, where: str = "site config") -> Sit
     for key in ("name", "base_url"):
         if not data.get(key):
             raise SiteConfigError(f"{where}: '{key}' is required")
-    check_types(given, where)
+    check_types(given, where, SITE_MODEL)
     if "resource_types" in data:
         data["resource_types"] = tuple(data["resource_types"])
     data["base_url"] = str(data["base_url"]).rstrip("/")

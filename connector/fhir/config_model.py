@@ -2,10 +2,11 @@
 
 TOML gives strings, integers, floats, booleans and lists; an operator who writes
 ``page_size = "abc"`` or ``concurrency = 2.5`` should hear which key is wrong and
-what it must be, not see a traceback from deep inside the client. These pydantic
-models mirror the dataclasses of ``connector.fhir.config`` field by field (a test
-keeps the two in step) and are strict: no silent rounding of 2.5 to 2, no "5"
-read as 5. A float setting accepts an integer (``rate_limit = 5``).
+what it must be, not see a traceback from deep inside the client. The check is a
+strict pydantic model made from the config's own dataclasses (``strict_model``), so
+a setting added to ``connector.fhir.config`` is typed without a second list of
+settings: no silent rounding of 2.5 to 2, no "5" read as 5. A float setting accepts
+an integer (``rate_limit = 5``).
 
 Only types are checked here; ranges and combinations (``page_size`` at least 1,
 ``auth.type`` needing its secret) stay in ``SiteConfig.validate``.
@@ -13,9 +14,11 @@ Only types are checked here; ranges and combinations (``page_size`` at least 1,
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from connector.fhir.errors import SiteConfigError
 
@@ -24,68 +27,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-class AuthModel(_Strict):
-    type: str = "none"
-    username: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
-    token_env: str | None = None
-    token_file: str | None = None
-    client_id: str | None = None
-    client_secret_env: str | None = None
-    client_secret_file: str | None = None
-    client_auth_method: str = "client_secret_basic"
-    private_key_file: str | None = None
-    private_key_env: str | None = None
-    alg: str = "RS384"
-    kid: str | None = None
-    jku: str | None = None
-    scope: str | None = None
-    token_url: str | None = None
+def strict_model(record: type, *, types: dict[str, Any] | None = None,
+                 skip: frozenset[str] = frozenset()) -> type[BaseModel]:
+    """A strict model with the settings of the dataclass ``record``: the same names and
+    types, a nested dataclass as its own model, a setting without a default required.
 
-
-class RetryModel(_Strict):
-    max_attempts: int = 8
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
-    retry_after_cap: float = 120.0
-    budget: int = 500
-
-
-class QuirksModel(_Strict):
-    observation_categories: list[str] = []
-    patient_param: str | None = None
-    strict_search: bool = True
-    text_search: bool = True
-    chained_search: bool = True
-    elements: bool = True
-    verify_paging: bool = True
-    incremental: bool = True
-
-
-class SiteConfigModel(_Strict):
-    name: str
-    base_url: str
-    auth: AuthModel = AuthModel()
-    resource_types: list[str] | None = None
-    scope: str = "cohort"
-    patient_ids_file: str | None = None
-    page_size: int | None = None
-    patients_per_request: int = 20
-    max_query_chars: int = 3500
-    concurrency: int = 4
-    rate_limit: float = 10.0
-    timeout: float = 60.0
-    connect_timeout: float = 10.0
-    overlap_seconds: float = 5.0
-    request_deadline: float = 300.0
-    run_deadline: float = 86400.0
-    max_body_mb: float = 100.0
-    max_pages: int = 100_000
-    detect_deletes: bool = True
-    verify_tls: bool | str = True
-    retry: RetryModel = RetryModel()
-    quirks: QuirksModel = QuirksModel()
+    ``types`` gives a setting the type TOML writes it in when the dataclass holds it
+    otherwise (a tuple is a list in TOML); ``skip`` names fields no file sets.
+    """
+    hints = typing.get_type_hints(record)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name in skip:
+            continue
+        kind = (types or {}).get(f.name, hints[f.name])
+        if dataclasses.is_dataclass(kind):
+            kind = strict_model(kind)
+        required = f.default is dataclasses.MISSING and \
+            f.default_factory is dataclasses.MISSING
+        fields[f.name] = (kind, ... if required else None)
+    return create_model(f"{record.__name__}Model", __base__=_Strict, **fields)
 
 
 #: What each kind of value must be, in the words of a config file's reader.
@@ -94,14 +55,14 @@ _EXPECTED = {"int": "a whole number", "float": "a number", "bool": "true or fals
              "none": "absent", "literal": "one of the allowed values"}
 
 
-def check_types(data: dict[str, Any], where: str) -> None:
+def check_types(data: dict[str, Any], where: str, model: type[BaseModel]) -> None:
     """Raise SiteConfigError naming every key of ``data`` whose value has the wrong type.
 
     The message names the key (``page_size``, ``retry.budget``), what it must be and
     the type it has, never the value itself: a value in the wrong key may be a secret.
     """
     try:
-        SiteConfigModel.model_validate(data)
+        model.model_validate(data)
     except ValidationError as exc:
         needs: dict[str, list[str]] = {}
         got: dict[str, str] = {}

@@ -12,8 +12,15 @@ from typer.testing import CliRunner
 
 from connector.cli import EXIT_USAGE, app
 from connector.db import get_engine, models
-from connector.fhir.config import AuthConfig, Quirks, RetryConfig, SiteConfig, load_site_config
-from connector.fhir.config_model import AuthModel, QuirksModel, RetryModel, SiteConfigModel
+from connector.fhir.config import (
+    SITE_MODEL,
+    AuthConfig,
+    Quirks,
+    RetryConfig,
+    SiteConfig,
+    load_site_config,
+)
+from connector.fhir.config_model import check_types, strict_model
 from connector.fhir.errors import SiteConfigError
 
 RAW = models.SQLModel.metadata.tables["raw_resource"]
@@ -64,13 +71,37 @@ def test_whole_numbers_are_numbers_and_correct_configs_still_load(tmp_path):
     assert loaded.verify_tls == "ca.pem" and loaded.retry.backoff_max == 10
 
 
-@pytest.mark.parametrize(("model", "record"), [
-    (SiteConfigModel, SiteConfig), (AuthModel, AuthConfig), (RetryModel, RetryConfig),
-    (QuirksModel, Quirks)])
-def test_the_typed_model_has_every_setting_of_the_config(model, record):
-    """The model and the dataclass list the same settings, so a new one is typed too."""
+@pytest.mark.parametrize(("path", "record"), [
+    ((), SiteConfig), (("auth",), AuthConfig), (("retry",), RetryConfig), (("quirks",), Quirks)])
+def test_the_typed_model_has_every_setting_of_the_config(path, record):
+    """The model is made from the dataclasses, so a new setting is typed too."""
+    model = SITE_MODEL
+    for name in path:
+        model = model.model_fields[name].annotation
     settings = {f.name for f in dataclasses.fields(record)} - {"path"}
     assert set(model.model_fields) == settings
+
+
+@dataclasses.dataclass
+class _Inner:
+    depth: int = 1
+
+
+@dataclasses.dataclass
+class _Settings:
+    name: str
+    ratio: float = 0.5
+    inner: _Inner = dataclasses.field(default_factory=_Inner)
+
+
+def test_a_setting_added_to_a_dataclass_is_checked_without_a_second_list():
+    model = strict_model(_Settings)
+    check_types({"name": "x", "ratio": 1, "inner": {"depth": 2}}, "here", model)
+    with pytest.raises(SiteConfigError) as err:
+        check_types({"ratio": "high", "inner": {"depth": 2.5, "width": 1}}, "here", model)
+    assert str(err.value) == ("here: name: is required; ratio must be a number, not a string; "
+                              "inner.depth must be a whole number, not a decimal number; "
+                              "inner.width: unknown setting")
 
 
 def test_after_the_fix_the_run_loads_what_a_clean_run_loads(proxied, tmp_path):
