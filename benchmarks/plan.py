@@ -21,7 +21,7 @@ class Plan:
     many_patients: int  # (d)
     template_patients: int  # (d): cohort synth patients copied up to many_patients
     export_bytes: int  # (e)
-    scope_all_rounds: int = 3  # (a) --scope all: rounds of baseline and extraction
+    scope_all_rounds: int = 5  # (a) --scope all: rounds of baseline and extraction
 
 
 FULL = Plan(

@@ -192,10 +192,12 @@ def _scope_all_round(ctx: Context, url: str, round_no: int, held: int) -> float:
     ctx.report.add(
         "a", f"--scope all / single-stream _count=1000 paging, round {round_no}", ratio,
         "ratio", note=f"extraction {ext_rate:,.0f} res/s ({res['read']:,} resources in "
-                      f"{res['seconds']:.2f} s, {res['requests']} requests, page size "
-                      f"{res.get('page_size')}, rate limit {res.get('rate_limit')} "
-                      f"requests/s); paging {raw_rate:,.0f} res/s ({base['entries']:,} in "
-                      f"{base['seconds']:.2f} s, {base['requests']} pages, one thread, plain "
+                      f"{res['seconds']:.2f} s, client CPU {res['cpu_s']:.2f} s, "
+                      f"{res['requests']} requests, page size {res.get('page_size')}, rate "
+                      f"limit {res.get('rate_limit')} requests/s, waited on it "
+                      f"{res.get('rate_limit_wait')} s); paging {raw_rate:,.0f} res/s "
+                      f"({base['entries']:,} in {base['seconds']:.2f} s, client CPU "
+                      f"{base['cpu_s']:.2f} s, {base['requests']} pages, one thread, plain "
                       f"HTTP); server holds {held:,}")
     return ratio
 

@@ -170,12 +170,13 @@ def rest_extract(url: str, db: str, options: dict[str, Any],
     recorder = _Recorder()
     if record:
         recorder.install()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = extract_remote(engine, url, **options)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if record:
         Path(record).write_bytes(orjson.dumps(recorder.chains()))
     return {"read": summary.read, "stored": summary.counts.stored, "seconds": seconds,
+            "cpu_s": cpu,
             "requests": len(recorder.requests) or _requests_of_last_run(engine),
             **_client_settings(engine)}
 
@@ -195,10 +196,10 @@ def _requests_of_last_run(engine: Any) -> int:
 
 
 def _client_settings(engine: Any) -> dict[str, Any]:
-    """Page size and rate limit the run used, from its record."""
+    """Page size and rate limit the run used, and its wait on that limit, from its record."""
     message = _last_run(engine) or ""
     out: dict[str, Any] = {}
-    for key in ("page_size", "rate_limit"):
+    for key in ("page_size", "rate_limit", "rate_limit_wait"):
         m = re.search(rf"{key}=([0-9.]+)", message)
         if m:
             out[key] = m.group(1)
@@ -258,7 +259,7 @@ def type_paging(url: str, types: list[str], page_size: int = 200) -> dict[str, A
 
     session = requests.Session()
     pages = entries = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for rtype in types:
         nxt: str | None = f"{url}/{rtype}?_count={page_size}"
         while nxt:
@@ -268,7 +269,8 @@ def type_paging(url: str, types: list[str], page_size: int = 200) -> dict[str, A
             entries += len(_ENTRY.findall(r.content))
             m = _NEXT.search(r.content)
             nxt = m.group(1).decode() if m else None
-    return {"seconds": time.perf_counter() - t0, "requests": pages, "entries": entries}
+    return {"seconds": time.perf_counter() - t0, "cpu_s": time.process_time() - c0,
+            "requests": pages, "entries": entries}
 
 
 # ------------------------------------------------------ (c), (d) and the pipeline

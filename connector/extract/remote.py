@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 
 from connector.codes.labfilter import default_trim
 from connector.codes.screen import ScreenTerms, car_t_screen_terms
+from connector.extract.heap import parsing_heap
 from connector.extract.records import (
     finish_run,
     load_watermarks,
@@ -129,7 +130,8 @@ class RemoteExtraction:
     def run(self) -> ExtractSummary:
         run_id = start_run(self.engine, self.site, self.config.base_url, "rest")
         try:
-            new_marks = self._extract()
+            with parsing_heap():  # fewer collector walks while pages are parsed (heap.py)
+                new_marks = self._extract()
         except BaseException as exc:
             message = str(exc) if isinstance(exc, FhirSourceError | SiteConfigError) \
                 else type(exc).__name__
@@ -331,7 +333,8 @@ class RemoteExtraction:
             parts.append(f"{self.screened} patients screened")
         parts += [f"{stats.requests} requests", f"{self.totals.pages} pages",
                   f"{self.pager.rereads} re-reads", f"page_size={self.client.page_size}",
-                  f"rate_limit={self.config.rate_limit:g}"]
+                  f"rate_limit={self.config.rate_limit:g}",
+                  f"rate_limit_wait={self.client.limiter.waited:.1f}s"]
         if stats.reauths:
             parts.append(f"{stats.reauths} re-authentications")
         return "; ".join(parts)
