@@ -17,7 +17,7 @@ from multicenter_sites import (
 from sqlalchemy import String, delete, select, update
 from typer.testing import CliRunner
 
-import connector.merge as merge_mod
+import connector.merge.copying as merge_mod
 from connector.analysis.completeness import load_quality
 from connector.cli import EXIT_USAGE, app
 from connector.db import get_engine, init_db, models
