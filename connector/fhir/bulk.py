@@ -49,7 +49,7 @@ from connector.fhir.bulk_transport import (
     is_transient_outcome,
     outcome_of,
 )
-from connector.fhir.client import FHIR_JSON
+from connector.fhir.transport import FHIR_JSON
 from connector.fhir.errors import AuthError, CapabilityError, HttpError, RetryExhausted
 from connector.fhir.export import (
     LEVELS,
