@@ -41,7 +41,7 @@ MAX_SHAPES = 4096
 #: Deeper resources are not cached (nesting this deep is hostile or broken anyway).
 MAX_DEPTH = 24
 #: Strings remembered per field before that memory starts afresh.
-MAX_PASSED = 1024
+MAX_PASSED = 256
 #: Keys fhir_core's ``__init__`` pops and compares with the model's resource type.
 TYPE_KEYS = ("resourceType", "resource_type")
 
