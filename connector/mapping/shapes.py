@@ -260,7 +260,7 @@ class ShapeCache:
             return
         try:
             checks: tuple[Check, ...] | None = leaf_checks(model, resource)
-        except (_Unmodelled, KeyError, TypeError, RecursionError):
+        except Exception:  # noqa: BLE001  (anything not understood: always the full path)
             checks = None
         self._shapes[key] = checks
         if len(self._shapes) > self.max_shapes:
