@@ -31,6 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from connector.db.advisory import advisory_key
 from connector.db.clock import utcnow
@@ -99,7 +100,18 @@ def site_locks(engine: Engine, sites: Sequence[str]) -> Iterator[list[LockInfo]]
 
 
 def is_locked(engine: Engine, site: str) -> bool:
-    """Whether a run currently holds the site's lock (probes without waiting)."""
+    """Whether a run currently holds the site's lock (probes without waiting).
+
+    On PostgreSQL the probe reads ``pg_locks`` instead of trying the lock: a probe
+    that takes the lock, however briefly, makes a run that starts in that moment
+    exit 4 (``cohort status`` beside a scheduled run; a test waiting for its run
+    to hold the lock). A file lock can only be probed by trying it, which holds it
+    for a few system calls.
+    """
+    if engine.dialect.name == "postgresql":
+        held = _advisory_held(engine, site)
+        if held is not None:
+            return held
     try:
         with site_lock(engine, site):
             return False
@@ -149,8 +161,8 @@ def _advisory(engine: Engine, site: str) -> Iterator[LockInfo]:
     # to the session, and the session must outlive every transaction of the run.
     conn = engine.connect()
     try:
-        schema = conn.execute(text("SELECT current_schema()")).scalar() or "public"
-        key = advisory_key(f"site|{schema}|{site}")
+        schema = _schema(conn)
+        key = _site_key(schema, site)
         got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
         conn.commit()
         if not got:
@@ -162,6 +174,32 @@ def _advisory(engine: Engine, site: str) -> Iterator[LockInfo]:
             conn.commit()
     finally:
         conn.close()
+
+
+def _schema(conn) -> str:  # noqa: ANN001
+    return conn.execute(text("SELECT current_schema()")).scalar() or "public"
+
+
+def _site_key(schema: str, site: str) -> int:
+    """The advisory key of a site's lock: per schema, so databases (schemas) sharing one
+    server do not share their sites' locks."""
+    return advisory_key(f"site|{schema}|{site}")
+
+
+def _advisory_held(engine: Engine, site: str) -> bool | None:
+    """Whether any session holds the site's advisory lock in this database, read from
+    ``pg_locks`` without taking it; None when the view cannot be read."""
+    with engine.connect() as conn:
+        try:
+            key = _site_key(_schema(conn), site)
+            held = conn.execute(text(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND objsubid = 1 AND database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database()) "
+                "AND ((classid::bigint << 32) | objid::bigint) = :k)"), {"k": key}).scalar()
+        except SQLAlchemyError:
+            return None
+    return bool(held)
 
 
 def _pg_holder(conn, key: int) -> str:  # noqa: ANN001

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter
 
 from connector.analysis.estimates import clean, clean_p
+from connector.analysis.phfitter import PHFitter
 from connector.analysis.survival import (
     _fit_quietly,
     canonical_order,
@@ -126,9 +126,9 @@ def pfs_line_adjusted(lines: pd.DataFrame, *, alpha: float = 0.05,
     if meta["events"] < min_events or data["tce"].nunique() < 2:
         return {**meta, "status": "not_estimable: too few events or one class only",
                 "hazard_ratios": {}}
-    fitter = CoxPHFitter(alpha=alpha)
+    fitter = PHFitter(alpha=alpha)
 
-    def fit() -> CoxPHFitter:
+    def fit() -> PHFitter:
         return fitter.fit(data, duration_col="T", event_col="E", cluster_col="cluster")
 
     model, status = _fit_quietly(fit, "tce")

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, CoxTimeVaryingFitter, KaplanMeierFitter
+from lifelines import CoxTimeVaryingFitter, KaplanMeierFitter
 from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import median_survival_times
 
 from connector.analysis.estimates import clean, clean_p, empty, estimate
+from connector.analysis.phfitter import PHFitter
 
 
 @dataclass
@@ -161,9 +162,9 @@ def cox_hazard_ratio(frame: pd.DataFrame, duration: str, event: str, flag: str,
     if cluster:
         model_data["cluster"] = data[cluster].astype(str)
     model_data = canonical_order(model_data)
-    fitter = CoxPHFitter(alpha=alpha)
+    fitter = PHFitter(alpha=alpha)
 
-    def fit() -> CoxPHFitter:
+    def fit() -> PHFitter:
         return fitter.fit(model_data, duration_col="T", event_col="E",
                           strata=["site"] if multi_site else None,
                           cluster_col="cluster" if cluster else None)

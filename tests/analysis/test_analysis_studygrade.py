@@ -12,6 +12,7 @@ from lifelines import CoxPHFitter, CoxTimeVaryingFitter, KaplanMeierFitter
 
 from connector.analysis import analyze_frames, load_quality, run_analysis
 from connector.analysis.cox import covariate_frame, os_multivariable, pfs_line_adjusted
+from connector.analysis.endpoints import pfs2, pfs2_frame
 from connector.analysis.frames import cohort_frames
 from connector.analysis.settings import DAYS_PER_MONTH
 from connector.analysis.studyrules import study_rules
@@ -182,6 +183,66 @@ def test_pfs2_duration_of_response_and_best_response_by_hand():
     assert best["counts"]["PD"] == 1 and best["n_patients"] == 3
     assert (best["orr"]["x"], best["orr"]["n"]) == (1, 3)
     assert (best["vgpr_or_better"]["x"], best["vgpr_or_better"]["n"]) == (1, 3)
+
+
+def _pfs2_case() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seven patients, one per way PFS2 can end (or be left out); rows out of line order."""
+    def patient(i: int, death: dt.date | None, last: dt.date) -> dict:
+        return {"site": "s", "source_id": f"p{i}", "patient_key": f"k{i}", "in_cohort": True,
+                "index_date": D(2020, 1, 1), "progression_date": D(2020, 6, 1),
+                "death_date": death, "last_contact_date": last}
+
+    def line(i: int, n: int, start: dt.date, event: dt.date | None,
+             censor: dt.date | None) -> dict:
+        return {"site": "s", "source_id": f"p{i}", "patient_key": f"k{i}", "line": n,
+                "start_date": start, "therapy_class": "non_tce", "best_response": "SD",
+                "pfs_event_date": event, "pfs_censor_date": censor}
+
+    patients = pd.DataFrame([
+        patient(1, None, D(2022, 1, 1)),          # second line progresses: event
+        patient(2, D(2021, 3, 1), D(2021, 3, 1)),  # one line, dies: event at death
+        patient(3, None, D(2021, 5, 1)),          # one line, alive: censored at last contact
+        patient(4, None, D(2022, 1, 1)),          # second line censored, third progresses
+        patient(5, None, D(2021, 1, 1)),          # no line at all: no row
+        patient(6, None, D(2021, 1, 1)),          # second line without any end date: left out
+        patient(7, None, D(2020, 6, 1)),          # last contact before the line: left out
+    ])
+    lines = pd.DataFrame([
+        line(1, 2, D(2020, 10, 1), D(2021, 2, 1), None),
+        line(1, 1, D(2020, 6, 10), D(2020, 9, 10), None),
+        line(2, 1, D(2020, 6, 15), None, D(2020, 12, 1)),
+        line(3, 1, D(2020, 6, 20), None, D(2020, 11, 1)),
+        line(4, 1, D(2020, 6, 5), D(2020, 8, 1), None),
+        line(4, 3, D(2021, 1, 1), D(2021, 4, 1), None),
+        line(4, 2, D(2020, 8, 20), None, D(2020, 12, 20)),
+        line(6, 1, D(2020, 6, 1), D(2020, 7, 1), None),
+        line(6, 2, D(2020, 7, 10), None, None),
+        line(7, 1, D(2020, 7, 1), None, D(2020, 8, 1)),
+    ])
+    return patients, lines
+
+
+def test_pfs2_frame_by_hand_for_each_way_it_ends():
+    cf = cohort_frames(*_pfs2_case())
+    frame = pfs2_frame(cf.patients, cf.lines)
+    assert list(frame["pid"]) == ["s|p1", "s|p2", "s|p3", "s|p4"]
+    got = frame.set_index("pid")
+    expected = {  # pid: (from line 1's start, to, event, has a second line)
+        "s|p1": (D(2020, 6, 10), D(2021, 2, 1), True, True),
+        "s|p2": (D(2020, 6, 15), D(2021, 3, 1), True, False),
+        "s|p3": (D(2020, 6, 20), D(2021, 5, 1), False, False),
+        "s|p4": (D(2020, 6, 5), D(2020, 12, 20), False, True),
+    }
+    for pid, (start, end, event, second) in expected.items():
+        row = got.loc[pid]
+        assert row["pfs2_months"] == pytest.approx(_months(start, end), abs=1e-12)
+        assert bool(row["pfs2_event"]) is event and bool(row["has_second_line"]) is second
+        assert row["site"] == "s"
+    assert frame["pfs2_months"].dtype == np.float64
+    assert frame["pfs2_event"].dtype == bool and frame["has_second_line"].dtype == bool
+    n = pfs2(cf.patients, cf.lines, 0.05)[0]
+    assert n["n_with_second_line"] == 2
+    assert (n["median_months"]["n"], n["median_months"]["events"]) == (4, 2)
 
 
 def test_os_at_fixed_months_reads_the_kaplan_meier_curve(demo):

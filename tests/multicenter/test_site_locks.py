@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 from typer.testing import CliRunner
 
 from connector.cli import EXIT_LOCKED, app
@@ -82,6 +82,23 @@ def test_postgres_locks_are_per_schema(pg_url):
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def test_postgres_probe_reads_pg_locks_and_never_takes_the_lock(pg_url):
+    """``is_locked`` (cohort status, the tests' waits) must not take the lock it probes:
+    a run starting in that moment would be refused."""
+    engine = get_engine(pg_url)
+    sent: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: sent.append(statement))
+    holder = get_engine(pg_url)
+    assert not is_locked(engine, "clinic")
+    with site_lock(holder, "clinic"):
+        assert is_locked(engine, "clinic") and not is_locked(engine, "other")
+    assert not is_locked(engine, "clinic")
+    assert sent and not [s for s in sent if "advisory_lock" in s]
+    engine.dispose()
+    holder.dispose()
+
+
 def test_sqlite_lock_file_sits_beside_the_database(db_url, tmp_path):
     engine = get_engine(db_url)
     path = lock_path(engine, "site a/1")
@@ -143,9 +160,20 @@ def _cohort(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _holds_lock(engine, site: str) -> bool:
+    """Whether a run holds the site's lock, without ever taking it: a probe that took the
+    lock for a moment would make the first run, starting in that moment, exit 4. On
+    PostgreSQL ``is_locked`` reads pg_locks; for the file lock, the holder's text is
+    written only once the lock is held (and the file is fresh in ``tmp_path``)."""
+    path = lock_path(engine, site)
+    if path is None:
+        return is_locked(engine, site)
+    return path.exists() and "pid" in path.read_text()
+
+
 def _wait_locked(engine, site: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not is_locked(engine, site):
+    while not _holds_lock(engine, site):
         if proc.poll() is not None:
             raise AssertionError(f"first run ended early: {proc.communicate()}")
         if time.monotonic() > deadline:
