@@ -104,8 +104,11 @@ class SiteMapper:
         handler = HANDLERS.get(row.resource_type)
         if handler is None:
             return
-        if row.resource_type not in ("Patient", "Medication") and not unknown_modifier(
-                resource, self.cs.allowed_modifiers(row.resource_type), row.body):
+        if row.resource_type not in ("Patient", "Medication") and (
+                # unknown_modifier's own shortcut, before the allowed set is built
+                "modifierExtension" not in row.body
+                or not unknown_modifier(resource, self.cs.allowed_modifiers(row.resource_type),
+                                        row.body)):
             # a resource with a modifier the tool does not know says nothing reliable,
             # not even that the patient was seen that day
             self.last_records.note(resource)

@@ -1,7 +1,9 @@
 """Strict structural validation of kept resources with the ``fhir.resources`` R4B models.
 
 Only resources that matter to the study are validated (pydantic validation is
-~50 µs a resource, about fifty times the cost of parsing). One leniency: a
+~90 µs a resource, about fifty times the cost of parsing), and a resource whose
+structure was accepted before only has its values checked (connector/mapping/shapes.py,
+~15 µs; the verdicts are the models'). One leniency: a
 dateTime with a time but no zone (``2022-03-01T10:00:00``) is invalid FHIR yet
 common in hospital extracts, and the study only reads its date, so it is
 accepted rather than losing the event.
@@ -17,6 +19,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from connector.mapping.shapes import ShapeCache
+
 _MODULES = {
     "Patient": "patient",
     "Observation": "observation",
@@ -28,6 +32,8 @@ _MODULES = {
     "Medication": "medication",
     "Condition": "condition",
 }
+#: This process's accepted shapes (each validation worker has its own).
+SHAPES = ShapeCache()
 _ZONELESS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
 
 
@@ -62,8 +68,38 @@ def _patched(resource: dict, errors: list[dict]) -> dict:
     return copy
 
 
-def r4b_problem(resource_type: str, resource: dict, body: str | None = None) -> str | None:
+def r4b_problem(resource_type: str, resource: dict, body: str | None = None,
+                shapes: ShapeCache | None = None) -> str | None:
     """Why ``resource`` is not valid R4B, or None when it is.
+
+    A resource whose shape the models accepted before and whose every leaf passes
+    its field's own check is valid without running the models (connector/mapping/shapes.py);
+    any other resource takes ``full_problem``, which gives every reason. ``shapes``
+    is this process's cache unless given (a test compares a fresh one with the models).
+    """
+    shapes = SHAPES if shapes is None else shapes
+    known = shapes.accepts(resource_type, resource)
+    if known is True:
+        return None
+    model = _model(resource_type)
+    problem, by_dict = full_problem(resource_type, resource, body)
+    # A shape is learned only from the dict path's acceptance: the cache stands in for it.
+    if problem is None and known and (by_dict or _dict_accepts(model, resource)):
+        shapes.learn(known, model, resource)
+    return problem
+
+
+def _dict_accepts(model: Any, resource: dict) -> bool:
+    try:
+        model.model_validate(resource)
+    except Exception:  # noqa: BLE001  (not confirmed: the shape is simply not learned)
+        return False
+    return True
+
+
+def full_problem(resource_type: str, resource: dict,
+                 body: str | None = None) -> tuple[str | None, bool]:
+    """The ``fhir.resources`` verdict, and whether the parsed dict (not the text) was accepted.
 
     ``body``, the resource's JSON text when known, is validated first: pydantic reads
     it faster than the parsed dict (docs/benchmarks.md), and nearly every kept resource
@@ -73,22 +109,22 @@ def r4b_problem(resource_type: str, resource: dict, body: str | None = None) -> 
     if body is not None:
         try:
             model.model_validate_json(body)
-            return None
+            return None, False
         except ValidationError:
             pass
     try:
         model.model_validate(resource)
-        return None
+        return None, True
     except ValidationError as exc:
         errors = exc.errors()
     lenient = [e for e in errors if _is_zoneless_datetime(e)]
     strict = [e for e in errors if not _is_zoneless_datetime(e)]
     if strict:
-        return _describe(resource_type, strict[0])
+        return _describe(resource_type, strict[0]), False
     try:
         model.model_validate(_patched(resource, lenient))
     except ValidationError as exc:
-        return _describe(resource_type, exc.errors()[0])
+        return _describe(resource_type, exc.errors()[0]), False
     except (KeyError, IndexError, TypeError):
-        return _describe(resource_type, lenient[0])
-    return None
+        return _describe(resource_type, lenient[0]), False
+    return None, True
