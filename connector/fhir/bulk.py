@@ -49,7 +49,6 @@ from connector.fhir.bulk_transport import (
     is_transient_outcome,
     outcome_of,
 )
-from connector.fhir.transport import FHIR_JSON
 from connector.fhir.errors import AuthError, CapabilityError, HttpError, RetryExhausted
 from connector.fhir.export import (
     LEVELS,
@@ -72,6 +71,7 @@ from connector.fhir.retry import (
     is_retryable_status,
     parse_retry_after,
 )
+from connector.fhir.transport import FHIR_JSON
 from connector.fhir.urls import UnsafeUrl, check_form, same_origin
 
 log = logging.getLogger(__name__)
